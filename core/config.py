@@ -1,0 +1,203 @@
+"""Frozen specifications. Every cache entry is named by `spec.key()`, a stable short hash.
+
+A spec says *what* to compute, never *where* (device) or *how fast* (threads): two runs with equal
+specs produce interchangeable results, so they share one cache entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+from core.errors import LogitscopeError
+
+KEY_LENGTH = 12  # hex digits: 48 bits, collisions are not a concern at our scale
+
+
+def stable_key(obj: object) -> str:
+    """A short hash of a JSON-able object; identical across processes and platforms."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:KEY_LENGTH]
+
+
+class _Spec:
+    """Mixin for frozen dataclasses: `key()`, `to_dict()`, `from_dict()`."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def key(self) -> str:
+        return stable_key({"type": type(self).__name__, **self.to_dict()})
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise LogitscopeError(f"{cls.__name__}: unknown fields {sorted(unknown)}; expected {sorted(names)}.")
+        kwargs = dict(d)
+        for f in fields(cls):
+            sub = _NESTED.get((cls.__name__, f.name))
+            if sub is not None and isinstance(kwargs.get(f.name), dict):
+                kwargs[f.name] = sub.from_dict(kwargs[f.name])
+            if isinstance(kwargs.get(f.name), list):
+                kwargs[f.name] = tuple(kwargs[f.name])
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class DataSpec(_Spec):
+    """A dataset and one of its splits ("train" or "test"); `limit` keeps the first n samples."""
+
+    name: str = "digits"
+    split: str = "test"
+    limit: int | None = None
+
+    def __post_init__(self):
+        if self.split not in ("train", "test"):
+            raise LogitscopeError(f"Unknown split {self.split!r}: use 'train' or 'test'.")
+        if self.limit is not None and self.limit < 1:
+            raise LogitscopeError(f"limit must be a positive number of samples, got {self.limit}.")
+
+
+@dataclass(frozen=True)
+class AttackSpec(_Spec):
+    """PGD settings (Madry et al. 2018). `step_size=None` means 2.5 * eps / steps.
+
+    eps is in input units ([0, 1] pixels): Linf 0.1 allows each pixel to move by 0.1.
+    """
+
+    norm: str = "linf"
+    eps: float = 0.1
+    steps: int = 20
+    step_size: float | None = None
+    restarts: int = 1
+    loss: str = "ce"  # "ce" (cross-entropy) or "margin" (Carlini-Wagner margin on logits)
+    random_start: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        check_eps(self.eps, self.norm)
+        if self.loss not in ("ce", "margin"):
+            raise LogitscopeError(f"Unknown attack loss {self.loss!r}: use 'ce' or 'margin'.")
+        if not 0 <= self.steps <= 10_000:
+            raise LogitscopeError(f"steps must be between 0 and 10000, got {self.steps}.")
+        if self.restarts < 1:
+            raise LogitscopeError(f"restarts must be at least 1, got {self.restarts}.")
+        if self.step_size is not None and not (math.isfinite(self.step_size) and self.step_size > 0):
+            raise LogitscopeError(f"step_size must be a positive number, got {self.step_size}.")
+
+    @property
+    def alpha(self) -> float:
+        """The step size actually used."""
+        if self.step_size is not None:
+            return self.step_size
+        return 2.5 * self.eps / max(self.steps, 1)
+
+    def at(self, eps: float) -> "AttackSpec":
+        """The same attack at another epsilon (the step size follows eps unless it was fixed)."""
+        return replace(self, eps=float(eps))
+
+
+NORMS = ("linf", "l2")
+
+
+def check_eps(eps: float, norm: str) -> None:
+    """Raise LogitscopeError unless eps is a sensible budget for the norm on [0, 1] inputs."""
+    if norm not in NORMS:
+        raise LogitscopeError(f"Unknown norm {norm!r}: use one of {', '.join(NORMS)}.")
+    if not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
+        raise LogitscopeError(f"epsilon must be a non-negative number, got {eps!r}.")
+    if norm == "linf" and eps > 1:
+        raise LogitscopeError(f"Linf epsilon {eps} exceeds the [0, 1] input range: use a value in [0, 1].")
+    if norm == "l2" and eps > 100:
+        raise LogitscopeError(f"L2 epsilon {eps} is beyond any image's size: use a value below 100.")
+
+
+@dataclass(frozen=True)
+class DistillSpec(_Spec):
+    """Distillation from a teacher's clean logits on the training split.
+
+    `teacher` is the key of the teacher's ModelSpec; `manipulation` a name from
+    `core.distill.MANIPULATIONS`; `fraction` the share of samples whose teacher logits are
+    manipulated; `hard_weight` the weight of cross-entropy on the true labels.
+    """
+
+    teacher: str = ""
+    manipulation: str = "none"
+    temperature: float = 4.0
+    hard_weight: float = 0.0
+    fraction: float = 1.0
+
+    def __post_init__(self):
+        if not self.teacher:
+            raise LogitscopeError("Distillation needs a teacher: give the teacher model's key.")
+        if not (math.isfinite(self.temperature) and 0.05 <= self.temperature <= 100):
+            raise LogitscopeError(f"temperature must be between 0.05 and 100, got {self.temperature}.")
+        if not 0 <= self.hard_weight <= 1:
+            raise LogitscopeError(f"hard_weight must be in [0, 1], got {self.hard_weight}.")
+        if not 0 <= self.fraction <= 1:
+            raise LogitscopeError(f"fraction must be in [0, 1], got {self.fraction}.")
+
+
+@dataclass(frozen=True)
+class TrainSpec(_Spec):
+    """One training run: "standard", "pgd" (PGD-AT), "trades" or "distill".
+
+    `attack` is the training-time attack for "pgd" and "trades"; `distill` is set for "distill".
+    """
+
+    method: str = "standard"
+    epochs: int = 12
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 5e-4
+    seed: int = 0
+    attack: AttackSpec | None = None
+    trades_beta: float = 6.0
+    distill: DistillSpec | None = None
+
+    def __post_init__(self):
+        if self.method not in TRAIN_METHODS:
+            raise LogitscopeError(f"Unknown training method {self.method!r}: use one of {', '.join(TRAIN_METHODS)}.")
+        if self.method in ("pgd", "trades") and self.attack is None:
+            raise LogitscopeError(f"Training method {self.method!r} needs an attack specification.")
+        if self.method == "distill" and self.distill is None:
+            raise LogitscopeError("Training method 'distill' needs a distillation specification.")
+        if not 1 <= self.epochs <= 10_000:
+            raise LogitscopeError(f"epochs must be between 1 and 10000, got {self.epochs}.")
+        if not 1 <= self.batch_size <= 65_536:
+            raise LogitscopeError(f"batch_size must be between 1 and 65536, got {self.batch_size}.")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise LogitscopeError(f"lr must be a positive number, got {self.lr}.")
+        if self.seed < 0:
+            raise LogitscopeError(f"seed must be a non-negative integer, got {self.seed}.")
+
+
+TRAIN_METHODS = ("standard", "pgd", "trades", "distill")
+
+
+@dataclass(frozen=True)
+class ModelSpec(_Spec):
+    """A model to train: architecture, the dataset it learns, and how it is trained."""
+
+    arch: str = "digits_cnn"
+    dataset: str = "digits"
+    train: TrainSpec = field(default_factory=TrainSpec)
+
+
+_NESTED = {
+    ("TrainSpec", "attack"): AttackSpec,
+    ("TrainSpec", "distill"): DistillSpec,
+    ("ModelSpec", "train"): TrainSpec,
+}
+
+
+def cache_dir() -> Path:
+    """Root of everything regenerable. `LOGITSCOPE_CACHE` overrides the default `./cache`."""
+    root = Path(os.environ.get("LOGITSCOPE_CACHE", Path(__file__).resolve().parent.parent / "cache"))
+    return root

@@ -1,0 +1,152 @@
+"""Architectures, normalisation inside the model, and self-describing checkpoints.
+
+Every model maps float inputs in [0, 1], shape (N, C, H, W), to logits (N, K): normalisation is the
+model's first layer, so attacks and epsilons always live in pixel units.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from core.errors import LogitscopeError
+
+CHECKPOINT_FORMAT = "logitscope-checkpoint/1"
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std per channel; buffers, so they move with the model and are saved with it."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+Builder = Callable[[tuple[int, int, int], int], nn.Module]
+ARCHS: dict[str, Builder] = {}
+
+
+def register_arch(name: str) -> Callable[[Builder], Builder]:
+    """Add a builder `(in_shape (C, H, W), num_classes) -> nn.Module` (without Normalize)."""
+
+    def wrap(fn: Builder) -> Builder:
+        ARCHS[name] = fn
+        return fn
+
+    return wrap
+
+
+@register_arch("digits_cnn")
+def digits_cnn(in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """A small CNN for 8x8 inputs: two conv stages (8x8 -> 4x4 -> 2x2) and a linear head.
+
+    About 25k parameters: big enough for ~99% on digits, small enough that PGD-AT trains in seconds
+    on a laptop CPU. No BatchNorm, so train and eval modes compute the same function.
+    """
+    c, h, w = in_shape
+    return nn.Sequential(
+        nn.Conv2d(c, 16, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),   # (32, H/2, W/2)
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),   # (64, H/4, W/4)
+        nn.Flatten(),
+        nn.Linear(64 * (h // 4) * (w // 4), 64), nn.ReLU(),
+        nn.Linear(64, num_classes),
+    )
+
+
+@register_arch("mlp")
+def mlp(in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """A two-layer perceptron: the simplest non-linear baseline for any input size."""
+    c, h, w = in_shape
+    return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, 256), nn.ReLU(), nn.Linear(256, num_classes))
+
+
+def build_model(arch: str, in_shape: tuple[int, int, int], num_classes: int,
+                mean: tuple[float, ...], std: tuple[float, ...]) -> nn.Sequential:
+    """Normalize followed by the named architecture."""
+    if arch not in ARCHS:
+        raise LogitscopeError(f"Unknown architecture {arch!r}: choose one of {', '.join(sorted(ARCHS))}.")
+    return nn.Sequential(Normalize(mean, std), ARCHS[arch](tuple(in_shape), num_classes))
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, config: dict) -> Path:
+    """Write weights plus the configuration needed to rebuild the model, atomically.
+
+    `config` must hold arch, in_shape, num_classes, mean and std; anything else JSON-able
+    (the training spec, metrics) rides along and comes back from `read_checkpoint_config`.
+    """
+    for field in ("arch", "in_shape", "num_classes", "mean", "std"):
+        if field not in config:
+            raise ValueError(f"checkpoint config lacks {field!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    payload = {"format": CHECKPOINT_FORMAT, "config": json.dumps(config), "state_dict": state}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _read(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise LogitscopeError(f"No checkpoint at {path}: train the model first or check the path.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, not a torch file, or holding non-tensor objects
+        raise LogitscopeError(f"Cannot read checkpoint {path} ({type(exc).__name__}): delete it and train again.") from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise LogitscopeError(f"{path} is not a Logitscope checkpoint ({CHECKPOINT_FORMAT}).")
+    return payload
+
+
+def read_checkpoint_config(path: str | Path) -> dict:
+    """The configuration stored with a checkpoint."""
+    return json.loads(_read(path)["config"])
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a model from its checkpoint, in eval mode: float [0, 1] (N, C, H, W) -> logits (N, K)."""
+    payload = _read(path)
+    cfg = json.loads(payload["config"])
+    model = build_model(cfg["arch"], tuple(cfg["in_shape"]), cfg["num_classes"], tuple(cfg["mean"]), tuple(cfg["std"]))
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise LogitscopeError(f"Checkpoint {path} does not match architecture {cfg['arch']!r}: delete it and train again.") from exc
+    return model.to(device).eval()
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """"auto" picks CUDA, then Apple MPS, then CPU; any other name is checked and used as given."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise LogitscopeError(f"Unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps.") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LogitscopeError("CUDA was asked for but is not available: use --device cpu or auto.")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise LogitscopeError("Apple MPS was asked for but is not available: use --device cpu or auto.")
+    return device
