@@ -1,0 +1,49 @@
+"""Shared fixtures. Every test runs against its own cache folder, never the user's `cache/`.
+
+`study_cache` trains the default digits study once per test session (about a minute on 2 cores)
+into a session-wide folder. Set LOGITSCOPE_TEST_CACHE to a folder to keep it between runs while
+developing; CI leaves it unset, so every run starts from an empty cache.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    """Each test gets an empty cache unless it asks for `study_cache`."""
+    monkeypatch.setenv("LOGITSCOPE_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture(scope="session")
+def _study_dir(tmp_path_factory) -> Path:
+    root = os.environ.get("LOGITSCOPE_TEST_CACHE")
+    path = Path(root) if root else tmp_path_factory.mktemp("study-cache")
+    path.mkdir(parents=True, exist_ok=True)
+    old = os.environ.get("LOGITSCOPE_CACHE")
+    os.environ["LOGITSCOPE_CACHE"] = str(path)
+    try:
+        from core.report import reproduce
+
+        reproduce("digits", seeds=(0,))  # trains and evaluates every default recipe once
+    finally:
+        if old is None:
+            os.environ.pop("LOGITSCOPE_CACHE", None)
+        else:
+            os.environ["LOGITSCOPE_CACHE"] = old
+    return path
+
+
+@pytest.fixture
+def study_cache(_study_dir, monkeypatch) -> Path:
+    """A cache holding the trained default digits study (models and logits over the default grid)."""
+    monkeypatch.setenv("LOGITSCOPE_CACHE", str(_study_dir))
+    return _study_dir
