@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from core.config import DataSpec
+from core.config import DataSpec, stable_key
 from core.errors import LogitscopeError
 
 
@@ -62,6 +62,39 @@ def register(name: str, description: str) -> Callable[[Loader], Loader]:
     return wrap
 
 
+Opener = Callable[[str, str | None], Dataset]  # (path, data_dir) -> Dataset
+SCHEMES: dict[str, Opener] = {}
+SCHEME_DESCRIPTIONS: dict[str, str] = {}
+
+
+def register_scheme(prefix: str, description: str) -> Callable[[Opener], Opener]:
+    """Add an opener for dataset names "<prefix>:<path>" (your own data), resolved by `load_dataset`."""
+
+    def wrap(fn: Opener) -> Opener:
+        SCHEMES[prefix] = fn
+        SCHEME_DESCRIPTIONS[prefix] = description
+        return fn
+
+    return wrap
+
+
+def dataset_scheme(name: str) -> str | None:
+    """The scheme of a name like "npz:/data/x.npz" ("npz"), or None for a registered name."""
+    prefix, sep, _ = name.partition(":")
+    return prefix if sep and prefix in SCHEMES and name not in DATASETS else None
+
+
+def dataset_folder(name: str) -> str:
+    """A file-system-safe folder name for a dataset: the name itself, or "<scheme>-<hash>" for own data."""
+    scheme = dataset_scheme(name)
+    return name if scheme is None else f"{scheme}-{stable_key(name)}"
+
+
+def is_dataset_name(name: str) -> bool:
+    """True for a registered dataset or a "<scheme>:<path>" name (the path is checked on loading)."""
+    return name in DATASETS or dataset_scheme(name) is not None
+
+
 def make_dataset(name: str, x_train, y_train, x_test, y_test, classes) -> Dataset:
     """Build a Dataset from arrays, checking ranges and computing normalisation statistics."""
     x_train = torch.as_tensor(x_train, dtype=torch.float32).contiguous()
@@ -103,11 +136,19 @@ def load_digits(data_dir: str | None = None) -> Dataset:
 
 @lru_cache(maxsize=8)
 def _load_cached(name: str, data_dir: str | None) -> Dataset:
+    scheme = dataset_scheme(name)
+    if scheme is not None:
+        return SCHEMES[scheme](name.partition(":")[2], data_dir)
     return DATASETS[name](data_dir)
 
 
 def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
-    """The named dataset (memoised per process: loaders are deterministic)."""
-    if name not in DATASETS:
-        raise LogitscopeError(f"Unknown dataset {name!r}: choose one of {', '.join(sorted(DATASETS))}.")
+    """The named dataset, or your own data as "npz:<path>" / "folder:<path>" (memoised per process)."""
+    if not is_dataset_name(name):
+        own = ", ".join(f"{p}:<path>" for p in sorted(SCHEMES))
+        raise LogitscopeError(f"Unknown dataset {name!r}: choose one of {', '.join(sorted(DATASETS))}"
+                              + (f", or your own data as {own}." if own else "."))
     return _load_cached(name, data_dir)
+
+
+import core.data_external  # noqa: E402,F401  (registers mnist, fashion_mnist, cifar10 and npz:/folder: names)

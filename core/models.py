@@ -6,6 +6,7 @@ model's first layer, so attacks and epsilons always live in pixel units.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -150,3 +151,88 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise LogitscopeError("Apple MPS was asked for but is not available: use --device cpu or auto.")
     return device
+
+
+def autocast(device: str | torch.device) -> contextlib.AbstractContextManager:
+    """Mixed precision where it is safe: bfloat16 autocast on CUDA GPUs that support it, else a no-op.
+
+    bfloat16 keeps float32's exponent range, so nothing overflows or underflows and no gradient
+    scaler is needed; the same training and attack code then runs unchanged on CPU, MPS and CUDA.
+    GPUs without bfloat16 (before Ampere), CPU and MPS compute in float32.
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@register_arch("small_cnn")
+def small_cnn(in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """Four 3x3 convolutions in two stages (H -> H/2 -> H/4) and a 128-unit head, for 28x28 and 32x32.
+
+    About 0.47M parameters on MNIST and 0.59M on CIFAR-10: PGD-AT of a few epochs on a CPU subset is
+    feasible. No BatchNorm, like digits_cnn, so train and eval modes compute the same function.
+    """
+    c, h, w = in_shape
+    if h < 4 or w < 4:
+        raise LogitscopeError(f"small_cnn needs images of at least 4x4 pixels, got {h}x{w}: use digits_cnn or mlp.")
+    return nn.Sequential(
+        nn.Conv2d(c, 32, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),   # (32, H/2, W/2)
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),   # (64, H/4, W/4)
+        nn.Flatten(),
+        nn.Linear(64 * (h // 4) * (w // 4), 128), nn.ReLU(),
+        nn.Linear(128, num_classes),
+    )
+
+
+class PreActBlock(nn.Module):
+    """BN-ReLU-conv twice, plus the identity (a 1x1 conv when the shape changes) (He et al. 2016)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(c_in)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.shortcut = (nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False)
+                         if stride != 1 or c_in != c_out else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = torch.relu(self.bn1(x))
+        skip = x if self.shortcut is None else self.shortcut(pre)
+        out = self.conv2(torch.relu(self.bn2(self.conv1(pre))))
+        return out + skip
+
+
+class PreActResNet(nn.Module):
+    """Pre-activation ResNet for small images: a 3x3 stem, four stages, global average pooling."""
+
+    def __init__(self, in_channels: int, num_classes: int, blocks: tuple[int, ...] = (2, 2, 2, 2),
+                 widths: tuple[int, ...] = (64, 128, 256, 512)):
+        super().__init__()
+        self.stem = nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False)
+        layers, c = [], widths[0]
+        for stage, (n, width) in enumerate(zip(blocks, widths)):
+            for i in range(n):
+                layers.append(PreActBlock(c, width, 2 if stage > 0 and i == 0 else 1))
+                c = width
+        self.layers = nn.Sequential(*layers)
+        self.bn = nn.BatchNorm2d(c)
+        self.head = nn.Linear(c, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, K); 32x32 inputs leave 4x4 maps before the pooling."""
+        out = torch.relu(self.bn(self.layers(self.stem(x))))
+        return self.head(out.mean(dim=(2, 3)))
+
+
+@register_arch("preact_resnet18")
+def preact_resnet18(in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """The CIFAR PreAct ResNet-18 of the AT literature (Rice et al. 2020, Wong et al. 2020): 11.2M parameters.
+
+    It has BatchNorm: attacks run with the model in eval mode (running statistics), as everywhere here.
+    A GPU model; on a CPU prefer small_cnn.
+    """
+    return PreActResNet(in_shape[0], num_classes)

@@ -2,11 +2,14 @@
 
 - standard: cross-entropy on clean inputs.
 - pgd: cross-entropy on PGD examples (Madry et al. 2018), generated with the model in eval mode.
+- fgsm: "fast" AT (Wong, Rice & Kolter 2020, "Fast is better than free"): cross-entropy on one signed
+  gradient step of 1.25 * eps from a uniform random start in the eps-ball (FGSM-RS), model in eval mode.
 - trades: CE(clean) + beta * KL(f(x) || f(x_adv)), x_adv maximising that KL (Zhang et al. 2019).
 - distill: T^2 * KL(softmax(t / T) || softmax(s / T)) on clean inputs, with teacher logits t
   (possibly manipulated, see core.distill), plus `hard_weight` * CE on the labels (Hinton et al. 2015).
 
 Data are tensors in memory, shuffled by a seeded generator: no DataLoader, deterministic for a seed.
+On CUDA the forward passes run under bfloat16 autocast (`core.models.autocast`); elsewhere in float32.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.attacks import pgd
-from core.config import TrainSpec
+from core.config import AttackSpec, TrainSpec
 from core.data import Dataset
 from core.distill import MANIPULATIONS, manipulate
 from core.errors import Cancelled, LogitscopeError
+from core.models import autocast
 
 
 @dataclass(frozen=True)
@@ -69,14 +73,21 @@ def _soft_targets(spec: TrainSpec, data: Dataset, teacher_logits: torch.Tensor |
     return F.softmax(t / d.temperature, dim=1)
 
 
+def fast_attack(spec: AttackSpec) -> AttackSpec:
+    """The FGSM-RS attack of fast AT: one step of 1.25 * eps from a uniform random start (Wong et al. 2020)."""
+    return replace(spec, steps=1, step_size=1.25 * spec.eps if spec.eps > 0 else None, restarts=1,
+                   random_start=True)
+
+
 def batch_loss(model: nn.Module, spec: TrainSpec, x: torch.Tensor, y: torch.Tensor,
                soft: torch.Tensor | None, gen: torch.Generator) -> torch.Tensor:
     """The mean training loss of one batch for the spec's method (model in train mode)."""
     if spec.method == "standard":
         return F.cross_entropy(model(x), y)
-    if spec.method == "pgd":
+    if spec.method in ("pgd", "fgsm"):
         model.eval()
-        x_adv = pgd(model, x, y, spec.attack, generator=gen)
+        attack = spec.attack if spec.method == "pgd" else fast_attack(spec.attack)
+        x_adv = pgd(model, x, y, attack, generator=gen)
         model.train()
         return F.cross_entropy(model(x_adv), y)
     if spec.method == "trades":
@@ -111,6 +122,10 @@ def train(model: nn.Module, data: Dataset, spec: TrainSpec, teacher_logits: torc
     """
     torch.manual_seed(spec.seed)
     gen = torch.Generator().manual_seed(spec.seed)
+    if spec.train_limit is not None and spec.train_limit < len(data.y_train):
+        n = spec.train_limit  # the first n samples; teacher logits cover the same ones
+        data = replace(data, x_train=data.x_train[:n], y_train=data.y_train[:n])
+        teacher_logits = teacher_logits[:n] if teacher_logits is not None and len(teacher_logits) > n else teacher_logits
     model.to(device).train()
     x_all, y_all = data.x_train.to(device), data.y_train.to(device)
     soft = _soft_targets(spec, data, teacher_logits) if spec.method == "distill" else None
@@ -126,7 +141,8 @@ def train(model: nn.Module, data: Dataset, spec: TrainSpec, teacher_logits: torc
         total = 0.0
         for b in range(batches):
             idx = order[b * spec.batch_size:(b + 1) * spec.batch_size]
-            loss = batch_loss(model, spec, x_all[idx], y_all[idx], None if soft is None else soft[idx], gen)
+            with autocast(device):
+                loss = batch_loss(model, spec, x_all[idx], y_all[idx], None if soft is None else soft[idx], gen)
             if not torch.isfinite(loss):
                 raise LogitscopeError(f"Training diverged (loss {loss.item()}) in epoch {epoch}: lower the learning rate.")
             opt.zero_grad(set_to_none=True)
