@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.config import AttackSpec
+from core.models import autocast
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, target) -> per-sample loss (N,)
 
@@ -111,7 +112,8 @@ def pgd(model: nn.Module, x: torch.Tensor, target: torch.Tensor, spec: AttackSpe
         delta = (x + threat.project(delta, eps_t)).clamp(0, 1) - x
         for _ in range(spec.steps):
             delta.requires_grad_(True)
-            loss = loss_fn(model(x + delta), target)
+            with autocast(x.device):  # bfloat16 on CUDA: only the step's direction depends on it
+                loss = loss_fn(model(x + delta), target)
             (grad,) = torch.autograd.grad(loss.sum(), delta)
             delta = threat.project(threat.step(delta.detach(), grad, alpha), eps_t)
             delta = (x + delta).clamp(0, 1) - x  # stay in the image box
@@ -126,21 +128,21 @@ def pgd(model: nn.Module, x: torch.Tensor, target: torch.Tensor, spec: AttackSpe
 
 
 def attack_grid(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec,
-                eps_grid: Sequence[float], batch_size: int = 512, seed_offset: int = 0,
+                eps_grid: Sequence[float], batch_size: int = 256, seed_offset: int = 0,
                 on_batch: Callable[[int, int], None] | None = None) -> dict[float, torch.Tensor]:
     """Logits (N, K) of `model` on PGD examples at every eps of the grid (eps 0 is the clean input).
 
-    All epsilons of a batch of images go through the network together (one forward/backward per
-    step), which keeps small models busy. Random starts come from one generator per (seed, batch
-    position, eps), so an epsilon's result does not depend on which other epsilons are computed.
+    Each batch of `batch_size` images is attacked at all epsilons of the grid together (one
+    forward/backward of batch_size x len(grid) rows per step), which keeps small models busy.
+    Batches do not depend on the grid, and random starts come from one generator per (seed, batch,
+    eps), so an epsilon's result does not depend on which other epsilons are computed.
     """
     grid = [float(e) for e in eps_grid]
     nonzero = [e for e in grid if e > 0]
     out: dict[float, list[torch.Tensor]] = {e: [] for e in grid}
-    per = max(1, batch_size // max(len(nonzero), 1))  # images per batch, so that rows <= batch_size
-    total = (len(x) + per - 1) // per
-    for b, start in enumerate(range(0, len(x), per)):
-        xb, yb = x[start:start + per], y[start:start + per]
+    total = (len(x) + batch_size - 1) // batch_size
+    for b, start in enumerate(range(0, len(x), batch_size)):
+        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
         if 0.0 in out:
             with torch.no_grad():
                 out[0.0].append(model(xb).float().cpu())

@@ -30,6 +30,13 @@ class _Spec:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def _floats(self) -> None:
+        """Store ints given for float fields as floats: equal specs (1 == 1.0) must share one key."""
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.type in ("float", "float | None") and isinstance(v, int) and not isinstance(v, bool):
+                object.__setattr__(self, f.name, float(v))
+
     def key(self) -> str:
         return stable_key({"type": type(self).__name__, **self.to_dict()})
 
@@ -81,6 +88,7 @@ class AttackSpec(_Spec):
     seed: int = 0
 
     def __post_init__(self):
+        self._floats()
         check_eps(self.eps, self.norm)
         if self.loss not in ("ce", "margin"):
             raise LogitscopeError(f"Unknown attack loss {self.loss!r}: use 'ce' or 'margin'.")
@@ -134,6 +142,7 @@ class DistillSpec(_Spec):
     fraction: float = 1.0
 
     def __post_init__(self):
+        self._floats()
         if not self.teacher:
             raise LogitscopeError("Distillation needs a teacher: give the teacher model's key.")
         if not (math.isfinite(self.temperature) and 0.05 <= self.temperature <= 100):
@@ -146,9 +155,11 @@ class DistillSpec(_Spec):
 
 @dataclass(frozen=True)
 class TrainSpec(_Spec):
-    """One training run: "standard", "pgd" (PGD-AT), "trades" or "distill".
+    """One training run: "standard", "pgd" (PGD-AT), "fgsm" (fast AT), "trades" or "distill".
 
-    `attack` is the training-time attack for "pgd" and "trades"; `distill` is set for "distill".
+    `attack` is the training-time attack for "pgd", "fgsm" and "trades" (for "fgsm" only its norm,
+    eps and loss count); `distill` is set for "distill". `train_limit` trains on the first n samples
+    of the training split only (None: all of them), which keeps large datasets feasible on a CPU.
     """
 
     method: str = "standard"
@@ -160,11 +171,13 @@ class TrainSpec(_Spec):
     attack: AttackSpec | None = None
     trades_beta: float = 6.0
     distill: DistillSpec | None = None
+    train_limit: int | None = None
 
     def __post_init__(self):
+        self._floats()
         if self.method not in TRAIN_METHODS:
             raise LogitscopeError(f"Unknown training method {self.method!r}: use one of {', '.join(TRAIN_METHODS)}.")
-        if self.method in ("pgd", "trades") and self.attack is None:
+        if self.method in ("pgd", "fgsm", "trades") and self.attack is None:
             raise LogitscopeError(f"Training method {self.method!r} needs an attack specification.")
         if self.method == "distill" and self.distill is None:
             raise LogitscopeError("Training method 'distill' needs a distillation specification.")
@@ -176,9 +189,11 @@ class TrainSpec(_Spec):
             raise LogitscopeError(f"lr must be a positive number, got {self.lr}.")
         if self.seed < 0:
             raise LogitscopeError(f"seed must be a non-negative integer, got {self.seed}.")
+        if self.train_limit is not None and self.train_limit < 1:
+            raise LogitscopeError(f"train_limit must be a positive number of samples or None, got {self.train_limit}.")
 
 
-TRAIN_METHODS = ("standard", "pgd", "trades", "distill")
+TRAIN_METHODS = ("standard", "pgd", "fgsm", "trades", "distill")
 
 
 @dataclass(frozen=True)

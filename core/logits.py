@@ -86,6 +86,17 @@ def _write(path: Path, rec_logits: torch.Tensor, labels: torch.Tensor, model_key
             os.unlink(tmp)
 
 
+def eval_batch_size(image_shape: Sequence[int], device: str | torch.device = "cpu") -> int:
+    """Images per attack batch: ~64k input values on a CPU (8x on a GPU), between 16 and 512.
+
+    It depends only on the image size and the device, never on the epsilon grid, so cached
+    results do not change with the grid they were computed in.
+    """
+    numel = max(1, int(torch.tensor(image_shape).prod()))
+    budget = 2 ** 16 * (8 if torch.device(device).type == "cuda" else 1)
+    return int(min(512, max(16, budget // numel)))
+
+
 def get_grid(model: ModelSource, model_key: str, data: DataSpec, attack: AttackSpec, eps_grid: Sequence[float],
              device: str | torch.device = "cpu", on_batch: Callable[[int, int], None] | None = None,
              data_dir: str | None = None) -> dict[float, LogitsRecord]:
@@ -109,7 +120,8 @@ def get_grid(model: ModelSource, model_key: str, data: DataSpec, attack: AttackS
         training = net.training
         net.eval()
         try:
-            computed = attack_grid(net, x.to(device), y.to(device), attack, missing, on_batch=on_batch)
+            computed = attack_grid(net, x.to(device), y.to(device), attack, missing,
+                                   batch_size=eval_batch_size(x.shape[1:], device), on_batch=on_batch)
         finally:
             net.train(training)
         for e in missing:

@@ -57,7 +57,7 @@ def reproduce(dataset: str = "digits", seeds: Sequence[int] = (0,), eps_grid: Se
     grid = sorted({0.0, *(float(e) for e in (eps_grid if eps_grid is not None else hyper(dataset).eps_grid))})
     for e in grid:
         check_eps(e, attack.norm)
-    test = DataSpec(dataset, "test")
+    test = DataSpec(dataset, "test", hyper(dataset).eval_limit)  # None (all) except for large datasets
     say = progress or (lambda what, frac: None)
     models, correlations = [], []
     for seed in seeds:

@@ -16,7 +16,7 @@ from filelock import FileLock
 from torch import nn
 
 from core.config import AttackSpec, DataSpec, DistillSpec, ModelSpec, TrainSpec, cache_dir
-from core.data import load_dataset
+from core.data import dataset_folder, dataset_scheme, load_dataset
 from core.distill import MANIPULATIONS
 from core.errors import LogitscopeError
 from core.logits import get_or_compute
@@ -38,18 +38,63 @@ class Hyper:
     temperature: float    # distillation temperature: 4 exposes the non-max logits without flattening them
     eps_grid: tuple[float, ...]  # evaluation epsilons (Linf, pixel units); 0 is clean
     eval_steps: int       # PGD steps for evaluation: PGD-20, step 2.5 * eps / 20
+    batch_size: int = 64  # training batch size (images)
+    train_limit: int | None = None  # train on the first n training images only (None: all)
+    eval_limit: int | None = None   # evaluate on the first n test images only (None: all)
 
 
 HYPER: dict[str, Hyper] = {
     "digits": Hyper(arch="digits_cnn", epochs=20, lr=4e-3, train_eps=0.2, train_steps=5, trades_beta=6.0,
                     temperature=4.0, eps_grid=(0.0, 0.05, 0.1, 0.15, 0.2, 0.3), eval_steps=20),
+    # The three below are sized for a laptop CPU: 10k training images (PGD-AT of small_cnn takes minutes
+    # per epoch there) and 1k test images (PGD-20 at 5 epsilons); on a GPU set the limits to None.
+    "mnist": Hyper(
+        arch="small_cnn",    # 28x28 grey: four convolutions are plenty
+        epochs=10,           # on 10k images Adam's one-cycle has converged by ~10 passes
+        lr=2e-3,             # lower than digits': 3x more steps per epoch at batch 128
+        train_eps=0.3,       # the standard MNIST Linf budget (Madry et al. 2018)
+        train_steps=5,       # as digits: most of PGD-20's loss at a quarter of its cost
+        trades_beta=6.0,     # Zhang et al.'s choice
+        temperature=4.0,     # as digits
+        eps_grid=(0.0, 0.1, 0.2, 0.3, 0.4),  # up to beyond the training budget, where robustness breaks
+        eval_steps=20,       # PGD-20
+        batch_size=128,      # larger images, more of them: fewer, better-used steps
+        train_limit=10_000,  # a sixth of the split: CPU-feasible, and plenty for a small CNN on MNIST
+        eval_limit=1_000),   # 1k test images: accuracies within about +-3% (95% interval)
+    "fashion_mnist": Hyper(
+        arch="small_cnn", epochs=10, lr=2e-3, trades_beta=6.0, temperature=4.0, eval_steps=20, batch_size=128,
+        train_limit=10_000, eval_limit=1_000,  # all as MNIST (same size and format)
+        train_eps=0.1,       # the common Fashion-MNIST budget: 0.3 destroys the textures that tell classes apart
+        train_steps=5,
+        eps_grid=(0.0, 0.025, 0.05, 0.1, 0.15, 0.2)),
+    "cifar10": Hyper(
+        arch="small_cnn",    # CPU-feasible; preact_resnet18 (the AT literature's model) is for a GPU
+        epochs=15,           # small_cnn needs more passes on colour images than on MNIST
+        lr=2e-3,             # as MNIST
+        train_eps=8 / 255,   # the standard CIFAR-10 Linf budget (RobustBench's Linf track)
+        train_steps=5,       # steps of 2.5 * eps / 5 = 4/255, enough to leave the random start's ball
+        trades_beta=6.0,     # Zhang et al.'s choice
+        temperature=4.0,     # as digits
+        eps_grid=(0.0, 2 / 255, 4 / 255, 8 / 255, 16 / 255),  # powers of two around the training budget
+        eval_steps=20,       # PGD-20
+        batch_size=128,      # as MNIST
+        train_limit=10_000,  # a fifth of the split: costs clean accuracy, not the AT/standard contrast
+        eval_limit=1_000),   # as MNIST
 }
+
+# Your own data ("npz:<path>", "folder:<path>"): natural-image defaults that work at any size >= 4x4.
+OWN_DATA_HYPER = Hyper(arch="small_cnn", epochs=20, lr=3e-3, train_eps=8 / 255, train_steps=5, trades_beta=6.0,
+                       temperature=4.0, eps_grid=(0.0, 2 / 255, 4 / 255, 8 / 255, 16 / 255), eval_steps=20)
 
 
 def hyper(dataset: str) -> Hyper:
-    if dataset not in HYPER:
-        raise LogitscopeError(f"No default training recipe for dataset {dataset!r}; available: {', '.join(HYPER)}.")
-    return HYPER[dataset]
+    """The defaults of a dataset; own data ("npz:...", "folder:...") share OWN_DATA_HYPER."""
+    if dataset in HYPER:
+        return HYPER[dataset]
+    if dataset_scheme(dataset) is not None:
+        return OWN_DATA_HYPER
+    raise LogitscopeError(f"No default training recipe for dataset {dataset!r}; available: {', '.join(HYPER)}, "
+                          "or your own data as npz:<path> or folder:<path>.")
 
 
 def eval_attack(dataset: str, norm: str = "linf", steps: int | None = None, seed: int = 0) -> AttackSpec:
@@ -73,16 +118,27 @@ class Recipe:
         return self.spec.train.distill.manipulation if self.spec.train.distill else None
 
 
-def teacher_recipes(dataset: str = "digits", seed: int = 0) -> list[Recipe]:
+def teacher_recipes(dataset: str = "digits", seed: int = 0, arch: str | None = None) -> list[Recipe]:
+    """Standard, PGD-AT and TRADES models of the dataset's defaults (`arch` overrides its architecture)."""
     h = hyper(dataset)
+    arch = arch or h.arch
     atk = AttackSpec(norm="linf", eps=h.train_eps, steps=h.train_steps, seed=seed)
-    base = TrainSpec(epochs=h.epochs, lr=h.lr, seed=seed)
+    base = TrainSpec(epochs=h.epochs, lr=h.lr, seed=seed, batch_size=h.batch_size, train_limit=h.train_limit)
     return [
-        Recipe("standard", "standard", ModelSpec(h.arch, dataset, base)),
-        Recipe("pgd-at", "adversarial", ModelSpec(h.arch, dataset, replace(base, method="pgd", attack=atk))),
-        Recipe("trades", "adversarial", ModelSpec(h.arch, dataset, replace(base, method="trades", attack=atk,
-                                                                           trades_beta=h.trades_beta))),
+        Recipe("standard", "standard", ModelSpec(arch, dataset, base)),
+        Recipe("pgd-at", "adversarial", ModelSpec(arch, dataset, replace(base, method="pgd", attack=atk))),
+        Recipe("trades", "adversarial", ModelSpec(arch, dataset, replace(base, method="trades", attack=atk,
+                                                                         trades_beta=h.trades_beta))),
     ]
+
+
+def fast_at_recipe(dataset: str = "digits", seed: int = 0, arch: str | None = None) -> Recipe:
+    """Fast AT (FGSM-RS, Wong et al. 2020) with the dataset's defaults: PGD-AT's budget at 1/5 of the cost."""
+    h = hyper(dataset)
+    atk = AttackSpec(norm="linf", eps=h.train_eps, steps=1, seed=seed)
+    spec = TrainSpec(method="fgsm", epochs=h.epochs, lr=h.lr, seed=seed, batch_size=h.batch_size,
+                     train_limit=h.train_limit, attack=atk)
+    return Recipe("fast-at", "adversarial", ModelSpec(arch or h.arch, dataset, spec))
 
 
 def student_recipe(teacher: Recipe, manipulation: str = "none", temperature: float | None = None,
@@ -97,20 +153,21 @@ def student_recipe(teacher: Recipe, manipulation: str = "none", temperature: flo
                     hard_weight=hard_weight, fraction=fraction)
     t = teacher.spec.train
     spec = replace(teacher.spec, train=TrainSpec(method="distill", epochs=epochs or h.epochs, lr=h.lr,
-                                                 seed=t.seed if seed is None else seed, distill=d))
+                                                 seed=t.seed if seed is None else seed, distill=d,
+                                                 batch_size=t.batch_size, train_limit=t.train_limit))
     return Recipe(f"student:{teacher.name}:{manipulation}", "student", spec, teacher)
 
 
-def default_recipes(dataset: str = "digits", seed: int = 0) -> list[Recipe]:
+def default_recipes(dataset: str = "digits", seed: int = 0, arch: str | None = None) -> list[Recipe]:
     """Standard, PGD-AT and TRADES teachers; students of PGD-AT with every manipulation and of standard."""
-    teachers = teacher_recipes(dataset, seed)
+    teachers = teacher_recipes(dataset, seed, arch)
     standard, at = teachers[0], teachers[1]
     students = [student_recipe(at, m) for m in MANIPULATIONS] + [student_recipe(standard, "none")]
     return teachers + students
 
 
 def checkpoint_path(recipe: Recipe) -> Path:
-    return cache_dir() / "models" / recipe.spec.dataset / f"{recipe.key}.pt"
+    return cache_dir() / "models" / dataset_folder(recipe.spec.dataset) / f"{recipe.key}.pt"
 
 
 def is_trained(recipe: Recipe) -> bool:
@@ -127,7 +184,7 @@ def ensure_model(recipe: Recipe, device: str | torch.device = "cpu", progress: P
     teacher_logits = None
     if recipe.teacher is not None:
         teacher_path = ensure_model(recipe.teacher, device, progress, cancel, data_dir, on_start)
-        data = DataSpec(recipe.spec.dataset, "train")
+        data = DataSpec(recipe.spec.dataset, "train", recipe.spec.train.train_limit)  # what the student sees
         teacher_logits = get_or_compute(lambda: load_checkpoint(teacher_path, device), recipe.teacher.key, data,
                                         device=device, data_dir=data_dir).logits
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,6 +194,7 @@ def ensure_model(recipe: Recipe, device: str | torch.device = "cpu", progress: P
         if on_start is not None:
             on_start(recipe)
         ds = load_dataset(recipe.spec.dataset, data_dir)
+        torch.manual_seed(recipe.spec.train.seed)  # the initial weights are part of what the seed fixes
         model = build_model(recipe.spec.arch, ds.shape, ds.num_classes, ds.mean, ds.std)
         train(model, ds, recipe.spec.train, teacher_logits, device, progress, cancel)
         save_checkpoint(path, model, {

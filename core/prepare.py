@@ -1,0 +1,122 @@
+"""Getting models and their logits ready: what is missing, and the job that trains and evaluates it.
+
+The app never trains or attacks inside a page run. It asks `missing(...)` (a few file checks), and
+when something is missing it submits `prepare(...)` to the background job runner (core.jobs),
+keyed by what it computes so that every session waiting for the same models shares one job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from core.config import AttackSpec, DataSpec, cache_dir, stable_key
+from core.jobs import JobContext, format_seconds
+from core.logits import entry_path, get_grid
+from core.models import load_checkpoint
+from core.study import Recipe, ensure_model, is_trained
+from core.train import TrainProgress
+
+
+@dataclass(frozen=True)
+class Need:
+    """One thing a view waits for: a model to train, or its logits to compute under an attack."""
+
+    recipe: Recipe
+    what: str  # "train" or "logits"
+
+    def describe(self) -> str:
+        if self.what == "train":
+            return f"training {self.recipe.name}"
+        return f"attacking {self.recipe.name} (logits over the epsilon grid)"
+
+
+def logits_cached(recipe: Recipe, data: DataSpec, attack: AttackSpec, grid: Sequence[float]) -> bool:
+    """True if the logits of `recipe` at every eps of the grid are in the cache (file checks only)."""
+    return all(entry_path(recipe.key, data, None if float(e) == 0 else attack.at(float(e))).is_file()
+               for e in grid)
+
+
+def missing(recipes: Sequence[Recipe], data: DataSpec, attack: AttackSpec, grid: Sequence[float]) -> list[Need]:
+    """What must be trained or computed before these models' logits can be read over the grid."""
+    out: list[Need] = []
+    for r in recipes:
+        if not is_trained(r):
+            out.append(Need(r, "train"))
+        elif not logits_cached(r, data, attack, grid):
+            out.append(Need(r, "logits"))
+    return out
+
+
+def job_key(recipes: Sequence[Recipe], data: DataSpec, attack: AttackSpec, grid: Sequence[float]) -> str:
+    """The job's identity: the models, the data, the attack, the grid and the cache folder."""
+    ident = {"models": sorted(r.key for r in recipes), "data": data.key(), "attack": attack.key(),
+             "grid": sorted(float(e) for e in grid), "cache": str(cache_dir())}
+    return f"prepare:{stable_key(ident)}"
+
+
+def training_cost(recipe: Recipe) -> float:
+    """Relative cost of training a recipe: forward/backward passes per batch (PGD-AT with 5 steps: 6)."""
+    t = recipe.spec.train
+    if t.method in ("pgd", "trades") and t.attack is not None:
+        return 1.0 + t.attack.steps + (1.0 if t.method == "trades" else 0.0)
+    if t.method == "fgsm":
+        return 2.0
+    return 1.0
+
+
+def _untrained(recipes: Sequence[Recipe]) -> dict[str, Recipe]:
+    """Every untrained recipe, teachers included, by key."""
+    out: dict[str, Recipe] = {}
+    for r in recipes:
+        while r is not None:
+            if r.key not in out and not is_trained(r):
+                out[r.key] = r
+            r = r.teacher
+    return out
+
+
+def prepare(ctx: JobContext, recipes: Sequence[Recipe], data: DataSpec, attack: AttackSpec,
+            grid: Sequence[float], device: str | torch.device = "cpu") -> None:
+    """Train every missing model (teachers first) and compute its logits over the grid.
+
+    Progress is measured in units of work: a model's training cost (`training_cost`) and one unit
+    per model to attack, so the bar and its time estimate move at the speed of the work.
+    Cancelling stops within one training batch; finished models and logits stay in the cache.
+    """
+    untrained = _untrained(recipes)
+    n_train = len(untrained)
+    to_attack = [r for r in recipes if not logits_cached(r, data, attack, grid)]
+    total = sum(training_cost(r) for r in untrained.values()) + 1.0 * len(to_attack) or 1.0
+    done = {"units": 0.0, "trained": 0}
+    current = {"name": "", "cost": 1.0}
+
+    def on_start(r: Recipe) -> None:
+        current["name"], current["cost"] = r.name, training_cost(r)
+        ctx.report(f"training {r.name} (model {done['trained'] + 1} of {n_train})", done["units"] / total)
+
+    def on_train(p: TrainProgress) -> None:
+        frac = (done["units"] + current["cost"] * p.fraction) / total
+        ctx.report(f"training {current['name']} (model {done['trained'] + 1} of {n_train}): epoch {p.epoch}/"
+                   f"{p.epochs}, {format_seconds(p.elapsed)} elapsed, about {format_seconds(p.eta)} left for "
+                   "this model", frac)
+        if p.epoch == p.epochs and p.batch == p.batches:
+            done["units"] += current["cost"]
+            done["trained"] += 1
+
+    for r in recipes:
+        ckpt = ensure_model(r, device, on_train, lambda: ctx.cancelled, on_start=on_start)
+        if r not in to_attack:
+            continue
+        base = done["units"]
+
+        def on_batch(b: int, n: int, r=r, base=base) -> None:
+            ctx.report(f"attacking {r.name}: PGD-{attack.steps} ({attack.norm}) over {len(grid)} epsilons, "
+                       f"batch {b}/{n}", (base + b / n) / total)
+
+        ctx.report(f"attacking {r.name}: PGD-{attack.steps} ({attack.norm}) over {len(grid)} epsilons",
+                   base / total)
+        get_grid(lambda p=ckpt: load_checkpoint(p, device), r.key, data, attack, grid, device, on_batch=on_batch)
+        done["units"] = base + 1.0

@@ -1,0 +1,310 @@
+"""The computations behind the app's pages: from cached logits to the tables each page shows.
+
+Pages stay thin: they turn widgets into a `Selection` plus a few parameters and call one function
+here (through a cached wrapper). Everything reads the logits cache and never trains or attacks:
+`core.prepare` does that, in the background, before a page asks.
+
+The central object is `Bundle`: every selected model's logits at every epsilon of the grid, as
+numpy arrays, so that moving epsilon or changing the quantity is a slice, not a recomputation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from core import analysis
+from core.config import AttackSpec, DataSpec, NORMS
+from core.data import load_dataset
+from core.errors import LogitscopeError
+from core.logits import get_grid
+from core.study import Recipe, default_recipes, eval_attack, hyper
+
+QUANTITY_LABELS = {
+    "max_logit": "max logit", "logit_gap": "logit gap (max - second)", "margin": "margin (true - best other)",
+    "confidence": "confidence (max softmax)", "entropy": "entropy of the softmax", "logits": "all logit values",
+}
+SPLITS = {"none": "all samples together", "correct": "correct / incorrect", "class": "true class"}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What the sidebar chose: a dataset, the models to compare, and the evaluation attack."""
+
+    dataset: str = "digits"
+    models: tuple[str, ...] = ("standard", "pgd-at")
+    norm: str = "linf"
+    steps: int = 20
+    seed: int = 0
+
+    def attack(self) -> AttackSpec:
+        return eval_attack(self.dataset, self.norm, self.steps)
+
+    def data(self) -> DataSpec:
+        """The evaluation split: the test split, cut to the dataset's evaluation limit if it has one."""
+        return DataSpec(self.dataset, "test", getattr(hyper(self.dataset), "eval_limit", None))
+
+    def grid(self) -> tuple[float, ...]:
+        return eps_grid(self.dataset, self.norm)
+
+
+def eps_grid(dataset: str, norm: str = "linf") -> tuple[float, ...]:
+    """The evaluation epsilons of a dataset for a norm (pixel units; 0 is clean).
+
+    Linf uses the dataset's grid. L2 scales it by half the square root of the input size: the L2
+    ball of radius eps * sqrt(d) / 2 holds a quarter of the Linf ball's corner, a budget of the same
+    order of strength (for CIFAR-10 this maps Linf 8/255 to L2 0.9, near the usual 0.5).
+    """
+    if norm not in NORMS:
+        raise LogitscopeError(f"Unknown norm {norm!r}: use one of {', '.join(NORMS)}.")
+    grid = hyper(dataset).eps_grid
+    if norm == "linf":
+        return tuple(float(e) for e in grid)
+    c, h, w = load_dataset(dataset).shape
+    scale = math.sqrt(c * h * w) / 2
+    return tuple(float(f"{e * scale:.2g}") for e in grid)
+
+
+def catalog(dataset: str, seed: int = 0, extra: Sequence[Recipe] = ()) -> dict[str, Recipe]:
+    """Every model the app can show for a dataset: the default study, then `extra` (lab runs)."""
+    out = {r.name: r for r in default_recipes(dataset, seed)}
+    for r in extra:
+        out.setdefault(r.name, r)
+    return out
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """Logits of several models over an epsilon grid, on one data split.
+
+    logits[name] has shape (E, N, K): E epsilons (in `eps` order), N samples, K classes.
+    """
+
+    names: tuple[str, ...]
+    eps: tuple[float, ...]
+    labels: np.ndarray  # (N,) int64
+    logits: dict[str, np.ndarray]
+    classes: tuple[str, ...]
+
+    def at(self, name: str, eps: float) -> np.ndarray:
+        """(N, K) logits of one model at one epsilon of the grid."""
+        return self.logits[name][self.eps_index(eps)]
+
+    def eps_index(self, eps: float) -> int:
+        for i, e in enumerate(self.eps):
+            if math.isclose(e, eps, rel_tol=1e-9, abs_tol=1e-12):
+                return i
+        raise LogitscopeError(f"epsilon {eps:g} is not on the grid ({', '.join(f'{e:g}' for e in self.eps)}): "
+                              "pick one of those values.")
+
+
+def _not_computed(name: str):
+    def fail():
+        raise LogitscopeError(f"The logits of {name!r} are not computed yet: wait for the background job "
+                              "or press 'Train missing models' on the overview page.")
+    return fail
+
+
+def load_bundle(recipes: dict[str, Recipe], data: DataSpec, attack: AttackSpec,
+                grid: Sequence[float]) -> Bundle:
+    """Read the cached logits of the named recipes over the grid (raises if any entry is missing)."""
+    if not recipes:
+        raise LogitscopeError("No models selected: pick at least one model in the sidebar.")
+    eps = tuple(sorted(float(e) for e in grid))
+    logits, labels = {}, None
+    for name, r in recipes.items():
+        records = get_grid(_not_computed(name), r.key, data, attack, eps)
+        logits[name] = np.stack([records[e].logits.numpy() for e in eps]).astype(np.float32)
+        labels = records[eps[0]].labels.numpy().astype(np.int64)
+    return Bundle(tuple(recipes), eps, labels, logits, load_dataset(data.name).classes)
+
+
+def sample_table(bundle: Bundle) -> pd.DataFrame:
+    """Per-sample statistics of every model at every epsilon, long format.
+
+    Columns: model, eps, idx, label, pred, correct and analysis.QUANTITIES.
+    """
+    parts = []
+    for name in bundle.names:
+        for i, e in enumerate(bundle.eps):
+            t = analysis.per_sample(bundle.logits[name][i], bundle.labels)
+            t.insert(0, "idx", np.arange(len(t)))
+            t.insert(0, "eps", e)
+            t.insert(0, "model", name)
+            parts.append(t)
+    out = pd.concat(parts, ignore_index=True)
+    out["model"] = pd.Categorical(out["model"], categories=list(bundle.names))
+    return out
+
+
+def _group(labels: np.ndarray, correct: np.ndarray, split: str, classes: Sequence[str]) -> np.ndarray:
+    if split == "correct":
+        return np.where(correct, "correct", "incorrect")
+    if split == "class":
+        return np.array([f"class {classes[y]}" for y in labels])
+    return np.full(len(labels), "all")
+
+
+def quantity_values(bundle: Bundle, table: pd.DataFrame, eps: float, quantity: str,
+                    split: str = "none") -> pd.DataFrame:
+    """The values of a quantity per model at one epsilon, with the group each belongs to.
+
+    Columns: model, group, value. quantity "logits" gives every logit of every sample (N*K rows
+    per model); the others give one value per sample.
+    """
+    if quantity not in QUANTITY_LABELS:
+        raise LogitscopeError(f"Unknown quantity {quantity!r}: choose one of {', '.join(QUANTITY_LABELS)}.")
+    if split not in SPLITS:
+        raise LogitscopeError(f"Unknown split {split!r}: choose one of {', '.join(SPLITS)}.")
+    i = bundle.eps_index(eps)
+    rows = table[table["eps"] == bundle.eps[i]]
+    parts = []
+    for name in bundle.names:
+        t = rows[rows["model"] == name]
+        group = _group(t["label"].to_numpy(), t["correct"].to_numpy(), split, bundle.classes)
+        if quantity == "logits":
+            z = bundle.logits[name][i]
+            values, group = z.reshape(-1), np.repeat(group, z.shape[1])
+        else:
+            values = t[quantity].to_numpy()
+        parts.append(pd.DataFrame({"model": name, "group": group, "value": values}))
+    out = pd.concat(parts, ignore_index=True)
+    out["model"] = pd.Categorical(out["model"], categories=list(bundle.names))
+    return out
+
+
+def value_range(bundle: Bundle, table: pd.DataFrame, quantity: str) -> tuple[float, float]:
+    """A range covering the quantity at every epsilon (0.5 and 99.5 percentiles), for fixed axes."""
+    if quantity == "logits":
+        v = np.concatenate([z.reshape(-1) for z in bundle.logits.values()])
+    else:
+        v = table[quantity].to_numpy()
+    v = v[np.isfinite(v)]
+    if not len(v):
+        return 0.0, 1.0
+    lo, hi = np.percentile(v, [0.5, 99.5])
+    if quantity == "confidence":
+        hi = 1.0
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    return float(lo), float(hi)
+
+
+def _parts(values: pd.DataFrame) -> list[tuple[str, str, np.ndarray]]:
+    """(model, group, values) for every non-empty pair, groups in order of appearance, models in order."""
+    model = values["model"]
+    models = list(model.cat.categories) if hasattr(model, "cat") else list(dict.fromkeys(model))
+    mi = pd.Categorical(model, categories=models).codes.astype(np.int64)
+    gi, groups = pd.factorize(values["group"])
+    key = gi * len(models) + mi
+    order = np.argsort(key, kind="stable")
+    v, k = values["value"].to_numpy(dtype=np.float64)[order], key[order]
+    bounds = np.searchsorted(k, np.arange(len(groups) * len(models) + 1))
+    return [(models[j % len(models)], groups[j // len(models)], v[bounds[j]:bounds[j + 1]])
+            for j in range(len(groups) * len(models)) if bounds[j + 1] > bounds[j]]
+
+
+def ks_statistic(a: np.ndarray, b: np.ndarray) -> float:
+    """The two-sample Kolmogorov-Smirnov statistic, max |F_a - F_b| (as scipy's ks_2samp, in numpy)."""
+    a, b = np.sort(a), np.sort(b)
+    x = np.concatenate([a, b])
+    return float(np.abs(np.searchsorted(a, x, "right") / len(a) - np.searchsorted(b, x, "right") / len(b)).max())
+
+
+def histogram(values: pd.DataFrame, lo: float, hi: float, bins: int = 40) -> pd.DataFrame:
+    """Binned densities per (model, group) on shared edges; values outside [lo, hi] go to the end bins.
+
+    Columns: model, group, start, end, count, density (count / (n * width): areas sum to 1).
+    """
+    edges = np.linspace(lo, hi, bins + 1)
+    width = edges[1] - edges[0]
+    parts = _parts(values)
+    if not parts:
+        return pd.DataFrame(columns=["model", "group", "start", "end", "count", "density"])
+    counts = [np.histogram(np.clip(v, lo, hi), bins=edges)[0] for _, _, v in parts]
+    sizes = np.repeat([max(len(v), 1) for _, _, v in parts], bins)
+    count = np.concatenate(counts)
+    return pd.DataFrame({"model": np.repeat([m for m, _, _ in parts], bins),
+                         "group": np.repeat([g for _, g, _ in parts], bins),
+                         "start": np.tile(edges[:-1], len(parts)), "end": np.tile(edges[1:], len(parts)),
+                         "count": count, "density": count / sizes / width})
+
+
+def summary(values: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
+    """Statistics of the values per (group, model), with the KS distance to the reference model.
+
+    Columns: group, model, n, mean, std, median, q05, q95, ks (Kolmogorov-Smirnov statistic against
+    the reference model's values in the same group; 0 = identical distributions).
+    """
+    parts = _parts(values)
+    if not parts:
+        return pd.DataFrame(columns=["group", "model", "n", "mean", "std", "median", "q05", "q95", "ks"])
+    reference = reference or parts[0][0]
+    refs = {g: v for m, g, v in parts if m == reference}
+    rows = []
+    for model, group, v in parts:
+        q05, med, q95 = np.percentile(v, [5, 50, 95])
+        ref = refs.get(group)
+        ks = ks_statistic(v, ref) if ref is not None and model != reference else 0.0
+        rows.append({"group": group, "model": model, "n": len(v), "mean": float(v.mean()), "std": float(v.std()),
+                     "median": float(med), "q05": float(q05), "q95": float(q95), "ks": ks})
+    return pd.DataFrame(rows)
+
+
+def distribution(bundle: Bundle, table: pd.DataFrame, eps: float, quantity: str, split: str = "none",
+                 bins: int = 40) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Everything the distributions page redraws when epsilon or the quantity moves.
+
+    Returns (histogram, summary); the histogram's edges cover every epsilon, so axes do not jump.
+    """
+    values = quantity_values(bundle, table, eps, quantity, split)
+    lo, hi = value_range(bundle, table, quantity)
+    return histogram(values, lo, hi, bins), summary(values)
+
+
+def accuracy_curve(table: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy of each model at each epsilon. Columns: model, eps, accuracy."""
+    out = table.groupby(["model", "eps"], observed=True)["correct"].mean().rename("accuracy").reset_index()
+    return out
+
+
+def confidence_pairs(table: pd.DataFrame, a: str, b: str, eps: float) -> pd.DataFrame:
+    """Per-sample confidences of models a and b at one epsilon, side by side.
+
+    Columns: idx, label, pred_a, pred_b, conf_a, conf_b, correct_a, correct_b, diff (conf_a - conf_b),
+    outcome ("both correct", "only A correct", ...).
+    """
+    if a == b:
+        raise LogitscopeError("Pick two different models to compare.")
+    rows = table[np.isclose(table["eps"], eps)]
+    ta = rows[rows["model"] == a].set_index("idx")
+    tb = rows[rows["model"] == b].set_index("idx")
+    if ta.empty or tb.empty:
+        raise LogitscopeError(f"No logits for {a!r} or {b!r} at epsilon {eps:g}: pick models from the sidebar.")
+    out = pd.DataFrame({
+        "idx": ta.index.to_numpy(), "label": ta["label"].to_numpy(),
+        "pred_a": ta["pred"].to_numpy(), "pred_b": tb["pred"].to_numpy(),
+        "conf_a": ta["confidence"].to_numpy(), "conf_b": tb["confidence"].to_numpy(),
+        "correct_a": ta["correct"].to_numpy(), "correct_b": tb["correct"].to_numpy(),
+    })
+    out["diff"] = out["conf_a"] - out["conf_b"]
+    outcome = np.select([out.correct_a & out.correct_b, out.correct_a, out.correct_b],
+                        ["both correct", "only A correct", "only B correct"], "both wrong")
+    out["outcome"] = outcome
+    return out
+
+
+def pair_statistics(pairs: pd.DataFrame) -> dict[str, float]:
+    """Spearman and Kendall correlations of the two confidences, plus the mean difference."""
+    corr = analysis.rank_correlation(pairs["conf_a"], pairs["conf_b"])
+    return {**corr, "mean_diff": float(pairs["diff"].mean()), "n": int(len(pairs))}
+
+
+def top_pairs(pairs: pd.DataFrame, k: int = 8) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The k samples where A is most confident relative to B, and the k where B is."""
+    a_more, b_more = analysis.top_differences(pairs["conf_a"].to_numpy(), pairs["conf_b"].to_numpy(), k)
+    return pairs.iloc[a_more].reset_index(drop=True), pairs.iloc[b_more].reset_index(drop=True)

@@ -1,0 +1,138 @@
+"""Waiting for background work: starting jobs, showing their live progress, and the first-run training.
+
+Pages never train or attack in their own run. They ask `require`, which says what is missing, finds
+(or starts) the job that makes it, shows its progress with a cancel button, and stops the page;
+a fragment polls the job every second and reruns the page when the job is over.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import streamlit as st
+
+from core import jobs, prepare, views
+from core.config import cache_dir, stable_key
+from core.study import Recipe, default_recipes, is_trained
+
+AUTO_TRAIN = ("digits",)  # datasets whose models train by themselves when missing (about a minute on a CPU)
+
+
+def ident(sel: views.Selection) -> str:
+    """What a prepare job evaluates under: data, attack, grid and cache folder."""
+    return stable_key({"data": sel.data().key(), "attack": sel.attack().key(), "grid": sel.grid(),
+                       "cache": str(cache_dir())})
+
+
+def start_prepare(sel: views.Selection, recipes: Sequence[Recipe], label: str, restart: bool = True) -> jobs.Job:
+    """Submit the job that trains and evaluates `recipes` under the selection's attack."""
+    data, attack, grid = sel.data(), sel.attack(), sel.grid()
+    key = prepare.job_key(recipes, data, attack, grid)
+    meta = {"kind": "prepare", "ident": ident(sel), "covers": frozenset(r.key for r in recipes)}
+    return jobs.submit(key, lambda ctx: prepare.prepare(ctx, list(recipes), data, attack, grid), label,
+                       restart=restart, meta=meta)
+
+
+def _covering(sel: views.Selection, keys: set[str], active_only: bool) -> jobs.Job | None:
+    return jobs.find(lambda j: j.meta.get("ident") == ident(sel) and keys <= j.meta.get("covers", set()),
+                     active_only=active_only)
+
+
+def bootstrap(sel: views.Selection, chosen: Sequence[Recipe]) -> None:
+    """On a fresh cache, train the default models (the chosen ones first), once per process.
+
+    A cancelled first-run job is not restarted by itself: the pages then offer to try again.
+    """
+    defaults = default_recipes(sel.dataset)
+    if sel.dataset not in AUTO_TRAIN or all(is_trained(r) for r in defaults):
+        return
+    if _covering(sel, {r.key for r in defaults}, active_only=False) is not None:
+        return
+    ordered = list({r.key: r for r in [*chosen, *defaults]}.values())
+    start_prepare(sel, ordered, f"Preparing the default {sel.dataset} models", restart=False)
+
+
+def _job_line(s: jobs.JobState) -> str:
+    if s.status == jobs.QUEUED:
+        return f"{s.label}: queued behind another job"
+    left = f", about {jobs.format_seconds(s.eta)} left" if s.eta is not None else ""
+    return f"{s.stage}. Overall: {jobs.format_seconds(s.elapsed)} elapsed{left}."
+
+
+@st.fragment(run_every=1.0)
+def _live(job_key: str) -> None:
+    job = jobs.get(job_key)
+    if job is None:
+        return
+    s = job.snapshot()
+    if not s.active:
+        st.rerun()  # the whole page: its data are ready now (or the job failed, and the page says so)
+    st.progress(s.fraction, text=s.label)
+    st.caption(_job_line(s))
+    if job.cancelled:
+        st.caption("Cancelling...")
+    elif st.button("Cancel", key=f"cancel.{job_key}", icon=":material/cancel:"):
+        job.cancel()
+
+
+@st.fragment(run_every=2.0)
+def _live_sidebar(keys: tuple[str, ...]) -> None:
+    running = jobs.active()
+    if tuple(j.key for j in running) != keys:
+        st.rerun()  # a job finished or started: refresh the page that may be waiting on it
+    for j in running:
+        s = j.snapshot()
+        st.progress(s.fraction, text=s.label)
+        st.caption(_job_line(s))
+
+
+def sidebar_jobs() -> None:
+    """The sidebar's list of running jobs, refreshed every two seconds while there are any."""
+    running = jobs.active()
+    if running:
+        st.divider()
+        st.caption("Background work")
+        _live_sidebar(tuple(j.key for j in running))
+
+
+def show_job(job: jobs.Job) -> str:
+    """Show a job's progress (live, with cancel) or its outcome; returns its status."""
+    s = job.snapshot()
+    if s.active:
+        _live(job.key)
+    elif s.status == jobs.FAILED:
+        st.error(s.error or "The job failed.", icon=":material/error:")
+    elif s.status == jobs.CANCELLED:
+        st.warning(f"{s.label}: cancelled. Finished models and logits stay in the cache.", icon=":material/cancel:")
+    return s.status
+
+
+def require(sel: views.Selection, recipes: Sequence[Recipe]) -> None:
+    """Stop the page with a clear waiting message until these recipes' logits are in the cache."""
+    needs = prepare.missing(recipes, sel.data(), sel.attack(), sel.grid())
+    if not needs:
+        return
+    st.info("**Waiting for:** " + "; ".join(n.describe() for n in needs)
+            + f". The page fills in as soon as they are ready (attack: {sel.norm} PGD-{sel.steps}).",
+            icon=":material/hourglass_top:")
+    label = f"Preparing {', '.join(r.name for r in recipes)}"
+    keys = {n.recipe.key for n in needs}
+    job = _covering(sel, keys, active_only=True)
+    if job is None:
+        last = _covering(sel, keys, active_only=False)
+        only_logits = all(n.what == "logits" for n in needs)
+        if last is not None and last.status in (jobs.FAILED, jobs.CANCELLED):
+            job = last
+        elif sel.dataset in AUTO_TRAIN or only_logits:
+            job = start_prepare(sel, recipes, label)
+        else:
+            st.caption(f"Training {sel.dataset} models can take many minutes on a CPU, so it starts on request.")
+            if st.button("Train and evaluate them now", type="primary", icon=":material/model_training:"):
+                start_prepare(sel, recipes, label)
+                st.rerun()
+            st.stop()
+    if show_job(job) in (jobs.FAILED, jobs.CANCELLED):
+        if st.button("Try again", icon=":material/replay:", key="retry.prepare"):
+            start_prepare(sel, recipes, label)
+            st.rerun()
+    st.stop()

@@ -1,0 +1,49 @@
+"""Logit distributions: overlaid histograms of a logit statistic per model, scrubbed over epsilon."""
+
+import streamlit as st
+
+from core import charts
+from core.views import QUANTITY_LABELS, SPLITS
+from pages import _shared as ui
+from pages import _state as state
+
+ctx = ui.sidebar(("q", "split"))
+st.title("Logit distributions")
+st.markdown("Finding 1: adversarial training shrinks the **max logit** and the **logit gap**. Pick a quantity, "
+            "then scrub epsilon (or press play) to watch the distributions move under attack. Every redraw reads "
+            "logits that are already cached.")
+with ui.guard():
+    ui.need_models(ctx, 1)
+    ui.require(ctx)
+    key, bundle, table = ui.bundle(ctx)
+    models = list(ctx.sel.models)
+
+    c1, c2 = st.columns([2, 3])
+    quantity = c1.selectbox("Quantity", list(QUANTITY_LABELS), format_func=QUANTITY_LABELS.get,
+                            **state.bind("q", "max_logit", state.choice(QUANTITY_LABELS)))
+    split = c2.radio("Split by", list(SPLITS), format_func=SPLITS.get, horizontal=True,
+                     **state.bind("split", "none", state.choice(SPLITS)))
+
+    def render(eps: float) -> None:
+        hist, summary = ui.distribution(key, eps, quantity, split, bundle, table)
+        left, right = st.columns([3, 2])
+        with left:
+            st.markdown(f"**{QUANTITY_LABELS[quantity]}** at epsilon {eps:g}")
+            st.altair_chart(charts.distribution_chart(hist, QUANTITY_LABELS[quantity], models), width="stretch")
+        with right:
+            st.markdown("**Accuracy under attack**")
+            curve = ui.accuracy_curve(key, table)
+            st.altair_chart(charts.accuracy_chart(curve, eps, models), width="stretch")
+        st.markdown(f"**Summary statistics** of {QUANTITY_LABELS[quantity]} at epsilon {eps:g}; *KS* is the "
+                    f"Kolmogorov-Smirnov distance to **{models[0]}** (0 = same distribution, 1 = no overlap).")
+        ks = f"KS vs {models[0]}"
+        shown = summary if split != "none" else summary.drop(columns="group")
+        st.dataframe(shown.rename(columns={"ks": ks}), hide_index=True, width="stretch",
+                     column_config={c: st.column_config.NumberColumn(format="%.3f")
+                                    for c in ("mean", "std", "median", "q05", "q95", ks)})
+
+    ui.eps_scrubber(ctx, render)
+    st.download_button("Download per-sample statistics (CSV, every model and epsilon)",
+                       lambda: table.to_csv(index=False).encode(),
+                       file_name=f"logitscope-{ctx.sel.dataset}-per-sample.csv", mime="text/csv",
+                       icon=":material/download:", on_click="ignore")

@@ -1,0 +1,215 @@
+"""Every page of the app, driven through Streamlit's AppTest against a trained study cache.
+
+AppTest runs the real scripts in this process, background jobs included; it cannot see charts
+(tests/test_charts.py covers those as functions). Each test gets a private copy of the study cache,
+so lab runs and UMAP maps written here never leak into other tests.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import jobs
+
+PAGES = ["overview", "distributions", "differences", "lab", "embedding", "why"]
+TIMEOUT = 120
+
+
+@pytest.fixture(autouse=True)
+def no_jobs_left():
+    jobs.clear()
+    yield
+    jobs.clear()  # cancels whatever a test started, so no thread outlives it
+
+
+@pytest.fixture(scope="module")
+def study_template(_study_dir, tmp_path_factory):
+    dst = tmp_path_factory.mktemp("app-study") / "cache"
+    shutil.copytree(_study_dir, dst, ignore=shutil.ignore_patterns("*.lock", "lab", "embeddings"))
+    return dst
+
+
+@pytest.fixture
+def app_cache(study_template, tmp_path, monkeypatch):
+    """A private copy of the trained study (models and logits over the default grid)."""
+    dst = tmp_path / "cache"
+    shutil.copytree(study_template, dst)
+    monkeypatch.setenv("LOGITSCOPE_CACHE", str(dst))
+    return dst
+
+
+def open_page(page: str, query: dict | None = None) -> AppTest:
+    at = AppTest.from_file("../app.py", default_timeout=TIMEOUT)
+    for k, v in (query or {}).items():
+        at.query_params[k] = v
+    if page != "overview":
+        at.switch_page(f"pages/{page}.py")  # open the page first, as a link to it does
+    return at.run()
+
+
+def wait_for_jobs(at: AppTest, seconds: float = 150) -> AppTest:
+    """Let background jobs finish, then rerun the page (AppTest has no timer-driven reruns)."""
+    deadline = time.time() + seconds
+    for job in jobs.active():
+        assert job.wait(max(1.0, deadline - time.time())), f"{job.label} did not finish in {seconds} s"
+    return at.run()
+
+
+def no_exception(at: AppTest) -> None:
+    assert not at.exception, [e.message for e in at.exception]
+
+
+def texts(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [e.body for e in at.info] + [e.body for e in at.error]
+    parts += [e.body for e in at.warning] + [c.value for c in at.caption] + [t.value for t in at.title]
+    return "\n".join(str(p) for p in parts)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders(app_cache, page):
+    at = wait_for_jobs(open_page(page))  # the embedding page computes its UMAP map in the background
+    no_exception(at)
+    assert "Waiting for" not in texts(at)
+    assert at.sidebar.multiselect(key="w.m").value == ["standard", "pgd-at"]
+
+
+def test_moving_epsilon_changes_the_statistics(app_cache):
+    at = open_page("distributions")
+    before = at.dataframe[0].value.copy()
+    assert list(before["model"]) == ["standard", "pgd-at"]
+    at.sidebar.select_slider(key="w.eps").set_value(0.2).run()
+    no_exception(at)
+    after = at.dataframe[0].value
+    assert not before[["mean", "median"]].equals(after[["mean", "median"]])
+    assert after.set_index("model").loc["pgd-at", "mean"] < after.set_index("model").loc["standard", "mean"]
+    assert at.query_params["eps"] in ("0.2", ["0.2"])
+    # the page's own scrubber drives the same setting
+    at.select_slider(key="w.eps.main").set_value(0.0).run()
+    assert at.sidebar.select_slider(key="w.eps").value == 0.0
+    assert not at.dataframe[0].value[["mean"]].equals(after[["mean"]])
+
+
+def test_quantity_and_split_change_the_table(app_cache):
+    at = open_page("distributions")
+    at.selectbox(key="w.q").set_value("entropy").run()
+    at.radio(key="w.split").set_value("correct").run()
+    no_exception(at)
+    table = at.dataframe[0].value
+    assert set(table["group"]) == {"correct", "incorrect"} and set(table["model"]) == {"standard", "pgd-at"}
+    at.selectbox(key="w.q").set_value("logits").run()
+    no_exception(at)
+    assert at.dataframe[0].value["n"].max() > 360  # every logit of every sample
+
+
+def test_a_link_opens_the_same_view_and_bad_values_fall_back(app_cache):
+    at = open_page("distributions", {"eps": "0.15", "m": "trades,pgd-at", "q": "logit_gap", "split": "class"})
+    no_exception(at)
+    assert at.sidebar.select_slider(key="w.eps").value == 0.15
+    assert at.sidebar.multiselect(key="w.m").value == ["trades", "pgd-at"]
+    assert (at.selectbox(key="w.q").value, at.radio(key="w.split").value) == ("logit_gap", "class")
+    bad = open_page("distributions", {"eps": "7", "m": "nobody", "steps": "-3", "norm": "l9", "q": "x",
+                                      "split": "%00", "ds": "nope"})
+    no_exception(bad)
+    assert bad.sidebar.select_slider(key="w.eps").value == 0.1
+    assert bad.sidebar.multiselect(key="w.m").value == ["standard", "pgd-at"]
+    assert bad.sidebar.number_input(key="w.steps").value == 20
+    assert "Ignored link settings" in texts(bad)
+
+
+def test_settings_survive_a_page_change(app_cache):
+    at = open_page("distributions")
+    at.sidebar.multiselect(key="w.m").set_value(["standard", "trades"]).run()
+    at.sidebar.select_slider(key="w.eps").set_value(0.05).run()
+    at.switch_page("pages/differences.py").run()
+    no_exception(at)
+    assert at.sidebar.multiselect(key="w.m").value == ["standard", "trades"]
+    assert at.sidebar.select_slider(key="w.eps").value == 0.05
+    assert at.selectbox(key="w.b").value == "trades"
+
+
+def test_differences_inspect_selects_a_sample(app_cache):
+    at = open_page("differences")
+    no_exception(at)
+    labels = [m.label for m in at.metric]
+    assert "Spearman correlation" in labels and "Kendall correlation" in labels
+    spearman = float(at.metric[0].value)
+    assert -1 <= spearman < 1
+    at.button(key="inspect.b.3").click().run()
+    no_exception(at)
+    chosen = at.number_input(key="w.i").value
+    at.button(key="inspect.a.0").click().run()
+    assert at.number_input(key="w.i").value != chosen
+    at.radio(key="w.color").set_value("outcome").run()
+    at.sidebar.select_slider(key="w.eps").set_value(0.0).run()
+    no_exception(at)
+    assert float(at.metric[0].value) != spearman
+
+
+def test_pages_ask_for_models_when_too_few_are_selected(app_cache):
+    at = open_page("differences", {"m": "pgd-at"})
+    no_exception(at)
+    assert "at least two models" in texts(at)
+    at.sidebar.multiselect(key="w.m").set_value([]).run()  # clearing the picker is kept, not reset
+    at.switch_page("pages/distributions.py").run()
+    no_exception(at)
+    assert at.sidebar.multiselect(key="w.m").value == [] and "Pick a model" in texts(at)
+
+
+def test_a_tiny_distillation_run_appears_in_the_comparison_table(app_cache):
+    at = open_page("lab")
+    at.selectbox(key="w.manip").set_value("flatten_nonmax").run()
+    at.slider(key="w.epochs").set_value(1).run()
+    at.number_input(key="w.seed").set_value(7).run()
+    assert "Not run yet" in texts(at)
+    at.button(key="distill").click().run()
+    no_exception(at)
+    at = wait_for_jobs(at)
+    no_exception(at)
+    name = "lab:pgd-at:flatten_nonmax epochs=1 seed=7"
+    table = at.dataframe[-1].value
+    assert name in list(table["name"]), table
+    assert "Clean accuracy" in [m.label for m in at.metric]
+    # the run is in the cache: a new session (a restart) still lists it, and it can be compared
+    again = open_page("lab")
+    assert name in list(again.dataframe[-1].value["name"])
+    assert name in again.sidebar.multiselect(key="w.m").options
+
+
+def test_lab_reports_a_bad_setting_as_a_message(app_cache):
+    at = open_page("lab", {"T": "0"})  # out of range in a link: falls back to the default temperature
+    no_exception(at)
+    assert at.slider(key="w.T").value == 4.0
+
+
+def test_why_page_trains_live_as_epsilon_moves(app_cache):
+    at = open_page("why")
+    first = [m.value for m in at.metric]
+    at.slider(key="w.teps").set_value(1.0).run()
+    no_exception(at)
+    assert [m.value for m in at.metric] != first
+    assert float(at.metric[0].value) < float(first[0])  # a larger epsilon shrinks the AT model's max logit
+
+
+def test_a_new_attack_setting_waits_for_its_logits(app_cache):
+    at = open_page("distributions")
+    at.sidebar.number_input(key="w.steps").set_value(3).run()
+    no_exception(at)
+    assert "Waiting for:" in texts(at) and "attacking standard" in texts(at)
+    at = wait_for_jobs(at)
+    no_exception(at)
+    assert "Waiting for" not in texts(at) and len(at.dataframe) == 1
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_empty_cache_opens_and_says_what_it_waits_for(page):
+    at = open_page(page)  # the isolated_cache fixture gives this test an empty cache
+    no_exception(at)
+    assert any(j.label.startswith("Preparing the default digits models") for j in jobs.active())
+    if page in ("distributions", "differences", "embedding"):
+        assert "Waiting for:" in texts(at) and "training standard" in texts(at)
+    if page == "overview":
+        assert "not trained" in set(at.dataframe[0].value["status"])

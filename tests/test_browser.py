@@ -1,0 +1,141 @@
+"""The app in a real browser: every page opens in headless Chromium without an exception.
+
+Starts `streamlit run app.py` on 127.0.0.1 against the trained study cache, visits each page by its
+URL path, waits for the page to settle, fails on any exception element, and saves a screenshot per
+page into test-artifacts/ (git-ignored). Uses Debian's /usr/bin/chromium; never downloads a browser.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = os.environ.get("LOGITSCOPE_CHROMIUM", "/usr/bin/chromium")
+# URL path of each st.Page in app.py ("" is the default page), and the text that shows it rendered.
+PAGES = {"": "Logitscope", "distributions": "Logit distributions", "differences": "Confidence differences",
+         "lab": "Distillation lab", "embedding": "Embedding of the logit vectors",
+         "why": "Why adversarial training shrinks logits"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def server(_study_dir, tmp_path_factory):
+    """The app, served from a copy of the study cache (the lab may write to it)."""
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"no Chromium at {CHROMIUM}: install Debian's chromium (never `playwright install`)")
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    cache = tmp_path_factory.mktemp("browser") / "cache"
+    shutil.copytree(_study_dir, cache, ignore=shutil.ignore_patterns("*.lock", "lab", "embeddings"))
+    port = _free_port()
+    env = {**os.environ, "LOGITSCOPE_CACHE": str(cache)}
+    log = open(tmp_path_factory.mktemp("browser-log") / "streamlit.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/_stcore/health", 90)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield b
+        b.close()
+
+
+def _settle(page, title: str, timeout: float) -> None:
+    """Wait until the page shows its title, no longer says it is waiting, and the script stopped."""
+    page.get_by_text(title, exact=False).first.wait_for(timeout=timeout * 1000)
+    deadline, quiet_since = time.time() + timeout, None
+    while time.time() < deadline:
+        busy = page.locator('[data-testid="stStatusWidget"]').count() > 0 or \
+            page.get_by_text("Waiting for:", exact=False).count() > 0
+        if busy:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.time()
+        elif time.time() - quiet_since > 1.5:
+            return
+        time.sleep(0.25)
+
+
+@pytest.mark.parametrize("path", list(PAGES))
+def test_page_opens_without_exception(server, browser, path):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    try:
+        page.goto(f"{server}/{path}", wait_until="domcontentloaded")
+        _settle(page, PAGES[path], timeout=120 if path == "embedding" else 60)
+        # Streamlit scrolls inside its main block: grow the viewport to the content to capture it all.
+        height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]')?.scrollHeight || 1000")
+        page.set_viewport_size({"width": 1440, "height": int(min(max(height, 1000), 8000))})
+        page.wait_for_timeout(800)
+        page.screenshot(path=str(ARTIFACTS / f"page-{path or 'overview'}.png"), full_page=True)
+        errors = page.locator('[data-testid="stException"]')
+        assert errors.count() == 0, errors.first.inner_text()
+        assert page.get_by_text("Waiting for:", exact=False).count() == 0, f"/{path} never finished loading"
+    finally:
+        page.close()
+
+
+def test_lab_run_finishes_and_the_page_refreshes_by_itself(server, browser):
+    """A distillation started from the browser shows progress, then its results without a reload."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    try:
+        page.goto(f"{server}/lab?manip=flatten_nonmax&epochs=2&seed=4", wait_until="domcontentloaded")
+        _settle(page, PAGES["lab"], timeout=60)
+        page.get_by_role("button", name="Distill").click()
+        page.get_by_text("Clean accuracy").first.wait_for(timeout=120_000)  # appears once the job is done
+        _settle(page, PAGES["lab"], timeout=30)
+        assert page.get_by_text("lab:pgd-at:flatten_nonmax epochs=2 seed=4").count() > 0
+        height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]')?.scrollHeight || 1000")
+        page.set_viewport_size({"width": 1440, "height": int(min(max(height, 1000), 8000))})
+        page.wait_for_timeout(800)
+        page.screenshot(path=str(ARTIFACTS / "page-lab-after-run.png"), full_page=True)
+        errors = page.locator('[data-testid="stException"]')
+        assert errors.count() == 0, errors.first.inner_text()
+    finally:
+        page.close()

@@ -1,0 +1,170 @@
+"""The per-page computations (core.views, core.prepare, core.samples, core.embedding, core.overview)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core import embedding, overview, prepare, samples, views
+from core.errors import LogitscopeError
+from core.study import default_recipes, eval_attack, hyper, load_model
+
+
+def _bundle() -> views.Bundle:
+    """Two models, two epsilons, four samples, three classes; numbers chosen by hand."""
+    labels = np.array([0, 1, 2, 0])
+    a = np.array([[[4, 1, 0], [0, 3, 1], [0, 0, 2], [1, 2, 0]],      # eps 0: samples 0-2 right, 3 wrong
+                  [[2, 1, 0], [1, 1.5, 1], [1, 0, 0.5], [0, 2, 0]]], dtype=np.float32)
+    b = a / 2
+    return views.Bundle(("a", "b"), (0.0, 0.1), labels, {"a": a, "b": b}, ("0", "1", "2"))
+
+
+def test_sample_table_and_accuracy_curve_by_hand():
+    bundle = _bundle()
+    table = views.sample_table(bundle)
+    assert len(table) == 2 * 2 * 4
+    row = table[(table.model == "a") & (table.eps == 0.0) & (table.idx == 0)].iloc[0]
+    assert (row.max_logit, row.logit_gap, row.margin, row.pred) == (4, 3, 3, 0)
+    curve = views.accuracy_curve(table).set_index(["model", "eps"])["accuracy"]
+    assert curve[("a", 0.0)] == 0.75 and curve[("a", 0.1)] == 0.5  # at 0.1 samples 2 and 3 are wrong
+    assert curve[("b", 0.0)] == curve[("a", 0.0)]  # halving logits keeps the predictions
+
+
+def test_quantity_values_summary_and_ks():
+    bundle = _bundle()
+    table = views.sample_table(bundle)
+    values = views.quantity_values(bundle, table, 0.0, "max_logit")
+    assert list(values.loc[values.model == "a", "value"]) == [4, 3, 2, 2]
+    summary = views.summary(values).set_index("model")
+    assert summary.loc["a", "mean"] == pytest.approx(2.75) and summary.loc["b", "mean"] == pytest.approx(1.375)
+    assert summary.loc["a", "ks"] == 0.0 and summary.loc["b", "ks"] == pytest.approx(0.75)
+    logits = views.quantity_values(bundle, table, 0.1, "logits", "correct")
+    assert len(logits) == 2 * 4 * 3 and set(logits["group"]) == {"correct", "incorrect"}
+    by_class = views.quantity_values(bundle, table, 0.0, "margin", "class")
+    assert set(by_class["group"]) == {"class 0", "class 1", "class 2"}
+
+
+def test_histogram_densities_integrate_to_one_and_clip_outliers():
+    values = pd.DataFrame({"model": pd.Categorical(["m"] * 5), "group": "all", "value": [-10, 0.1, 0.5, 0.9, 10]})
+    hist = views.histogram(values, 0.0, 1.0, bins=4)
+    assert hist["count"].sum() == 5 and hist["count"].iloc[0] == 2 and hist["count"].iloc[-1] == 2
+    assert (hist["density"] * (hist["end"] - hist["start"])).sum() == pytest.approx(1.0)
+
+
+def test_distribution_changes_with_epsilon_and_keeps_its_axis():
+    bundle = _bundle()
+    table = views.sample_table(bundle)
+    h0, s0 = views.distribution(bundle, table, 0.0, "max_logit")
+    h1, s1 = views.distribution(bundle, table, 0.1, "max_logit")
+    assert not s0.equals(s1)
+    assert h0["start"].min() == h1["start"].min() and h0["end"].max() == h1["end"].max()
+
+
+def test_bad_view_parameters_raise_user_errors():
+    bundle = _bundle()
+    table = views.sample_table(bundle)
+    with pytest.raises(LogitscopeError, match="not on the grid"):
+        bundle.eps_index(0.05)
+    with pytest.raises(LogitscopeError, match="Unknown quantity"):
+        views.quantity_values(bundle, table, 0.0, "temperature")
+    with pytest.raises(LogitscopeError, match="Unknown split"):
+        views.quantity_values(bundle, table, 0.0, "max_logit", "weekday")
+    with pytest.raises(LogitscopeError, match="two different"):
+        views.confidence_pairs(table, "a", "a", 0.0)
+    with pytest.raises(LogitscopeError, match="does not exist"):
+        samples.sample_logits(bundle, ["a"], 0.0, 99)
+    with pytest.raises(LogitscopeError, match="Unknown norm"):
+        views.eps_grid("digits", "l3")
+
+
+def test_confidence_pairs_statistics_and_top_differences():
+    bundle = _bundle()
+    table = views.sample_table(bundle)
+    pairs = views.confidence_pairs(table, "a", "b", 0.0)
+    assert list(pairs["idx"]) == [0, 1, 2, 3]
+    assert (pairs["diff"] > 0).all()  # sharper logits, higher confidence
+    stats = views.pair_statistics(pairs)
+    assert stats["spearman"] == pytest.approx(1.0) and stats["n"] == 4
+    a_more, b_more = views.top_pairs(pairs, 2)
+    assert a_more["diff"].iloc[0] == pairs["diff"].max() and b_more["diff"].iloc[0] == pairs["diff"].min()
+    assert set(pairs["outcome"]) == {"both correct", "both wrong"}
+    bars = samples.sample_logits(bundle, ["a", "b"], 0.0, 0)
+    assert len(bars) == 6 and list(bars.loc[bars.model == "a", "role"]) == ["true class", "other", "other"]
+
+
+def test_l2_grid_scales_with_the_image_size():
+    linf = views.eps_grid("digits", "linf")
+    l2 = views.eps_grid("digits", "l2")
+    assert linf == tuple(hyper("digits").eps_grid)
+    assert l2[0] == 0 and l2[2] == pytest.approx(linf[2] * 4, rel=0.05)  # sqrt(64) / 2 = 4
+
+
+def test_missing_lists_what_to_train_on_an_empty_cache():
+    recipes = default_recipes("digits")[:2]
+    needs = prepare.missing(recipes, views.Selection().data(), eval_attack("digits"), hyper("digits").eps_grid)
+    assert [(n.recipe.name, n.what) for n in needs] == [("standard", "train"), ("pgd-at", "train")]
+    assert "training standard" in needs[0].describe()
+
+
+def test_study_views_read_the_cache_fast(study_cache):
+    sel = views.Selection()
+    recipes = {r.name: r for r in default_recipes("digits")}
+    assert prepare.missing(list(recipes.values()), sel.data(), sel.attack(), sel.grid()) == []
+    bundle = views.load_bundle({n: recipes[n] for n in sel.models}, sel.data(), sel.attack(), sel.grid())
+    table = views.sample_table(bundle)
+    views.distribution(bundle, table, 0.1, "max_logit")  # warm-up
+    start = time.perf_counter()
+    for eps in sel.grid():
+        views.distribution(bundle, table, eps, "max_logit", "correct")
+    per_call = (time.perf_counter() - start) / len(sel.grid())
+    assert per_call < 0.1, f"an epsilon change takes {per_call * 1000:.0f} ms"
+    table_ = overview.model_table(recipes, sel.data(), sel.attack(), sel.grid(), 0.1)
+    assert (table_["status"] == "ready").all()
+    assert table_.set_index("model").loc["pgd-at", "robust accuracy @ eps 0.1"] > \
+        table_.set_index("model").loc["standard", "robust accuracy @ eps 0.1"]
+    lines = overview.findings(recipes, sel.data(), sel.attack(), sel.grid(), 0.1)
+    assert len(lines) == 3 and lines[0].startswith("**1. AT shrinks logits.**")
+    assert set(overview.cache_summary()["part"]) >= {"models", "logits"}
+
+
+def test_adversarial_example_reproduces_the_cached_logits(study_cache):
+    sel = views.Selection()
+    recipe = {r.name: r for r in default_recipes("digits")}["pgd-at"]
+    bundle = views.load_bundle({"pgd-at": recipe}, sel.data(), sel.attack(), sel.grid())
+    model = load_model(recipe)
+    adv = samples.adversarial_example(model, sel.data(), sel.attack(), 0.1, 5, bundle.at("pgd-at", 0.1)[5])
+    assert adv.exact
+    assert np.abs(adv.perturbation).max() <= 0.1 + 1e-6
+    assert adv.adversarial.min() >= 0 and adv.adversarial.max() <= 1
+    clean = samples.adversarial_example(model, sel.data(), sel.attack(), 0.0, 5, bundle.at("pgd-at", 0.0)[5])
+    assert clean.exact and np.array_equal(clean.adversarial, clean.clean)
+    with pytest.raises(LogitscopeError):
+        samples.images(sel.data(), [10_000])
+
+
+def test_embedding_is_cached_on_disk(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 20)
+    logits = {m: rng.standard_normal((1, 60, 3)).astype(np.float32) + np.eye(3)[labels] * 3 for m in ("a", "b")}
+    bundle = views.Bundle(("a", "b"), (0.0,), labels, logits, ("0", "1", "2"))
+    assert embedding.cached_embedding(bundle, 0.0, 10) is None
+    emb = embedding.compute_embedding(bundle, 0.0, 10)
+    assert len(emb) == 120 and set(emb["model"]) == {"a", "b"} and np.isfinite(emb[["x", "y"]].to_numpy()).all()
+    again = embedding.cached_embedding(bundle, 0.0, 10)
+    assert again is not None and np.allclose(again[["x", "y"]], emb[["x", "y"]])
+    summary = embedding.selection_summary(emb[emb["model"] == "a"])
+    assert summary["points"].tolist() == [60]
+
+
+def test_fast_ks_equals_scipy():
+    from core import analysis
+
+    rng = np.random.default_rng(0)
+    for n, m in ((50, 70), (360, 360), (5, 3600)):
+        a, b = rng.normal(size=n), rng.normal(0.3, 1.2, size=m)
+        assert views.ks_statistic(a, b) == pytest.approx(analysis.ks_distance(a, b))
+    ties = np.array([1.0, 1.0, 2.0, 2.0])
+    assert views.ks_statistic(ties, ties) == 0.0
