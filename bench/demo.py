@@ -1,0 +1,160 @@
+"""Memory of the hosted demo: peak RSS of `streamlit run app.py` serving a digits bundle, every page visited.
+
+`demo_peak_rss_mb(quick)` builds a digits bundle (from the cache in LOGITSCOPE_CACHE if it holds the
+trained digits study, else from a fresh study trained into a temporary folder, about a minute on two
+cores), starts the app in demo mode on a free local port, opens every page in headless Chromium (Debian's
+/usr/bin/chromium through the `playwright` package), makes it fit one UMAP map (the worst case: the
+bundle's own maps cover only the default view) and, unless `quick`, runs one live distillation in the lab. The figure is the server process's peak resident set size (Linux: VmHWM of /proc/<pid>/status;
+elsewhere: ru_maxrss of the waited-for child), in MB. A small hosting plan (Streamlit Community Cloud)
+gives about 1 GB, so the goal is "value <= 1000".
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = os.environ.get("LOGITSCOPE_CHROMIUM", "/usr/bin/chromium")
+PAGES = {"": "Logitscope", "distributions": "Logit distributions", "differences": "Confidence differences",
+         "lab": "Distillation lab", "embedding": "Embedding of the logit vectors",
+         "why": "Why adversarial training shrinks logits"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+def _vmhwm_mb(pid: int) -> float | None:
+    """Peak resident set size of a live process (Linux), in MB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def make_digits_bundle(out: Path) -> Path:
+    """A bundle of the digits study: from LOGITSCOPE_CACHE if it is trained there, else trained in a temp folder."""
+    from core.bundle import write_bundle
+    from core.study import default_recipes, is_trained
+
+    if all(is_trained(r) for r in default_recipes("digits")):
+        from core.report import reproduce
+
+        reproduce("digits", seeds=(0,))  # computes any missing logits of the default grid (seconds when cached)
+        return write_bundle("digits", out).path
+    with tempfile.TemporaryDirectory() as tmp:
+        old = os.environ.get("LOGITSCOPE_CACHE")
+        os.environ["LOGITSCOPE_CACHE"] = tmp
+        try:
+            from core.report import reproduce
+
+            reproduce("digits", seeds=(0,))
+            return write_bundle("digits", out).path
+        finally:
+            if old is None:
+                os.environ.pop("LOGITSCOPE_CACHE", None)
+            else:
+                os.environ["LOGITSCOPE_CACHE"] = old
+
+
+def _settle(page, title: str, timeout: float) -> None:
+    """Wait until the page shows its title and its script has stopped running for 1.5 s."""
+    page.get_by_text(title, exact=False).first.wait_for(timeout=timeout * 1000)
+    deadline, quiet_since = time.time() + timeout, None
+    while time.time() < deadline:
+        busy = page.locator('[data-testid="stStatusWidget"]').count() > 0 or \
+            page.get_by_text("Waiting for:", exact=False).count() > 0
+        if busy:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.time()
+        elif time.time() - quiet_since > 1.5:
+            return
+        time.sleep(0.25)
+
+
+def _visit(url: str, lab_run: bool) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1000})
+            for path, title in PAGES.items():
+                page.goto(f"{url}/{path}", wait_until="domcontentloaded")
+                _settle(page, title, 180 if path == "embedding" else 90)
+                if path == "embedding":  # the default map is bundled; 20 neighbours makes the app fit UMAP itself
+                    page.get_by_text("Nothing selected yet", exact=False).first.wait_for(timeout=180_000)
+                    page.goto(f"{url}/embedding?nn=20", wait_until="domcontentloaded")
+                    _settle(page, title, 180)
+                    page.get_by_text("Nothing selected yet", exact=False).first.wait_for(timeout=180_000)
+            if lab_run:
+                page.goto(f"{url}/lab?manip=flatten_nonmax&epochs=2&seed=3", wait_until="domcontentloaded")
+                _settle(page, PAGES["lab"], 90)
+                page.get_by_role("button", name="Distill").click()
+                page.get_by_text("Clean accuracy").first.wait_for(timeout=180_000)
+                _settle(page, PAGES["lab"], 60)
+        finally:
+            browser.close()
+
+
+def demo_peak_rss_mb(quick: bool) -> float:
+    """Peak RSS (MB) of the app serving a digits bundle while every page is opened (and, unless quick, a lab run)."""
+    if not Path(CHROMIUM).exists():
+        raise RuntimeError(f"no Chromium at {CHROMIUM}: install Debian's chromium (or set LOGITSCOPE_CHROMIUM)")
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = make_digits_bundle(Path(tmp) / "digits-bundle.zip")
+        port = _free_port()
+        env = {**os.environ, "LOGITSCOPE_DEMO": str(bundle), "LOGITSCOPE_CACHE": str(Path(tmp) / "unused")}
+        with open(Path(tmp) / "streamlit.log", "w") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port",
+                 str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+                 "--server.fileWatcherType", "none"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            peak = None
+            try:
+                url = f"http://127.0.0.1:{port}"
+                _wait_http(f"{url}/_stcore/health", 90)
+                _visit(url, lab_run=not quick)
+                peak = _vmhwm_mb(proc.pid)
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        if peak is None:  # not Linux: the largest waited-for child (KB on Linux, bytes on macOS)
+            rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            peak = rss / 1024 / (1024 if sys.platform == "darwin" else 1)
+        return float(peak)
+
+
+if __name__ == "__main__":
+    print(f"demo peak RSS: {demo_peak_rss_mb('--quick' in sys.argv):.0f} MB")
