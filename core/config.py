@@ -216,3 +216,29 @@ def cache_dir() -> Path:
     """Root of everything regenerable. `LOGITSCOPE_CACHE` overrides the default `./cache`."""
     root = Path(os.environ.get("LOGITSCOPE_CACHE", Path(__file__).resolve().parent.parent / "cache"))
     return root
+
+
+def data_roots() -> list[Path]:
+    """The folders the app may read your own data from when a path comes from a link or a form.
+
+    `LOGITSCOPE_DATA` lists them (separated by os.pathsep, e.g. "/data:/home/me/images"); unset, it is
+    the folder the app was started in. The cache folder is always one. The command line is not
+    limited: a path typed in a terminal is the user's own choice, not a link's.
+    """
+    raw = os.environ.get("LOGITSCOPE_DATA", "")
+    roots = [Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip()] or [Path.cwd()]
+    return [r.resolve() for r in (*roots, cache_dir())]
+
+
+def inside_data_roots(path: str | Path) -> Path:
+    """`path` with symlinks and '..' resolved, if it lies in one of `data_roots()`; else LogitscopeError."""
+    try:
+        resolved = Path(path).expanduser().resolve()
+    except (OSError, ValueError, RuntimeError) as exc:  # a NUL byte, an unknown ~user, a symlink loop
+        raise LogitscopeError(f"{str(path)[:200]!r} is not a usable path ({exc}): give a file or folder path.") from exc
+    roots = data_roots()
+    if not any(resolved == r or resolved.is_relative_to(r) for r in roots):
+        raise LogitscopeError(f"{path} is outside the folders the app may read ({', '.join(map(str, roots))}): "
+                              "move your data under one of them, or start the app with LOGITSCOPE_DATA set to "
+                              "its folder.")
+    return resolved

@@ -23,6 +23,7 @@ import torch
 from core.config import cache_dir
 from core.data import Dataset, make_dataset, register
 from core.errors import LogitscopeError
+from core.storage import atomic_write
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 CIFAR10_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta")
@@ -75,7 +76,7 @@ def _locate(src: Source, root: Path) -> Path | None:
         for f in src.files:
             packed = folder / f"{f}.gz"
             if (folder / f).is_file():  # a plain file next to gzipped ones: copy it over as is
-                (out / f).write_bytes((folder / f).read_bytes())
+                atomic_write(out / f, (folder / f).read_bytes())
             else:
                 extract_archive(str(packed), str(out))
         return target

@@ -200,17 +200,41 @@ def dataset_from_folder(name: str, root: Path) -> Dataset:
     return make_dataset(name, x[tr], y[tr], x[te], y[te], classes)
 
 
+def folder_files(root: Path) -> list[Path]:
+    """The image files a folder dataset is read from, after checking its layout (LogitscopeError if wrong).
+
+    Only these are hashed into its name: a folder that is not a dataset (say "/") is refused at once
+    instead of being walked, and a stray file the loader ignores does not rename the dataset.
+    """
+    trees = [root / "train", root / "test"] if (root / "train").is_dir() and (root / "test").is_dir() else [root]
+    files = []
+    for tree in trees:
+        dirs = _class_dirs(tree)
+        if not dirs:
+            raise LogitscopeError(f"{tree} has no class sub-folders: put each class's images in "
+                                  f"{tree}/<class name>/.")
+        for d in dirs:
+            images = _image_files(d)
+            if not images:
+                raise LogitscopeError(f"Class folder {d} holds no PNG or JPEG images.")
+            files += images
+    return files
+
+
 def fingerprint(path: Path) -> str:
-    """A short hash of a file's bytes, or of a folder's image files (relative paths and bytes)."""
+    """A short hash of a file's bytes, or of a folder dataset's image files (relative paths and bytes)."""
     h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(f for f in path.rglob("*")
-                                                  if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-    for f in files:
-        if f != path:
-            h.update(f.relative_to(path).as_posix().encode() + b"\0")
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
+    try:
+        files = [path] if path.is_file() else sorted(folder_files(path))
+        for f in files:
+            if f != path:
+                h.update(f.relative_to(path).as_posix().encode() + b"\0")
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+    except OSError as exc:  # unreadable (permissions), or it changed while being read
+        raise LogitscopeError(f"{path} cannot be read ({exc.strerror or exc}): check the path and its "
+                              "permissions.") from exc
     return h.hexdigest()[:FINGERPRINT_LENGTH]
 
 

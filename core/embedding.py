@@ -9,8 +9,7 @@ also compiles UMAP's numba kernels (about 10-20 s on a laptop CPU), later fits t
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
+import io
 import warnings
 from pathlib import Path
 
@@ -19,12 +18,15 @@ import pandas as pd
 
 from core import analysis
 from core.config import cache_dir, stable_key
-from core.views import Bundle
+from core.storage import atomic_write, report_corrupt
+from core.views import LogitSet
+
+COLUMNS = ["model", "idx", "x", "y", "label", "pred", "correct", "confidence", "max_logit"]
 
 _compiled = {"done": False}  # whether this process has fitted UMAP once (numba kernels compiled)
 
 
-def embedding_key(bundle: Bundle, eps: float, n_neighbors: int, min_dist: float, seed: int) -> str:
+def embedding_key(bundle: LogitSet, eps: float, n_neighbors: int, min_dist: float, seed: int) -> str:
     """A stable name for a map: a hash of the logits it embeds and the UMAP settings."""
     i = bundle.eps_index(eps)
     h = hashlib.sha256()
@@ -38,16 +40,20 @@ def embedding_path(key: str) -> Path:
     return cache_dir() / "embeddings" / f"{key}.parquet"
 
 
-def cached_embedding(bundle: Bundle, eps: float, n_neighbors: int = 15, min_dist: float = 0.1,
+def cached_embedding(bundle: LogitSet, eps: float, n_neighbors: int = 15, min_dist: float = 0.1,
                      seed: int = 0) -> pd.DataFrame | None:
     """The map if it was computed before, else None (a file check and a small read)."""
     path = embedding_path(embedding_key(bundle, eps, n_neighbors, min_dist, seed))
     if not path.is_file():
         return None
     try:
-        return pd.read_parquet(path)
-    except Exception:  # unreadable: recompute
+        out = pd.read_parquet(path)
+        if list(out.columns) != COLUMNS or len(out) != len(bundle.names) * len(bundle.labels):
+            raise ValueError(f"columns {list(out.columns)} and {len(out)} rows are not this map's")
+    except Exception as exc:  # truncated, foreign or another map's file: reported once, then recomputed
+        report_corrupt(path, exc)
         return None
+    return out
 
 
 def first_fit_pending() -> bool:
@@ -55,7 +61,7 @@ def first_fit_pending() -> bool:
     return not _compiled["done"]
 
 
-def compute_embedding(bundle: Bundle, eps: float, n_neighbors: int = 15, min_dist: float = 0.1,
+def compute_embedding(bundle: LogitSet, eps: float, n_neighbors: int = 15, min_dist: float = 0.1,
                       seed: int = 0) -> pd.DataFrame:
     """Fit UMAP on every model's (N, K) logits at `eps` stacked, cache and return the map.
 
@@ -82,15 +88,9 @@ def compute_embedding(bundle: Bundle, eps: float, n_neighbors: int = 15, min_dis
             "max_logit": t["max_logit"].to_numpy(),
         }))
     out = pd.concat(parts, ignore_index=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".parquet")
-    os.close(fd)
-    try:
-        out.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    buffer = io.BytesIO()
+    out.to_parquet(buffer, index=False)
+    atomic_write(path, buffer.getvalue())
     return out
 
 

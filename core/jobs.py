@@ -119,6 +119,7 @@ class JobContext:
 _registry: dict[str, Job] = {}
 _registry_lock = threading.Lock()
 _slots = threading.Semaphore(1)  # jobs that may compute at the same time
+KEEP_FINISHED = 256  # finished jobs kept for their pages (result or error); older ones are dropped
 
 
 def _run(job: Job) -> None:
@@ -164,6 +165,9 @@ def submit(key: str, fn: Callable[[JobContext], Any], label: str, restart: bool 
         job.thread = threading.Thread(target=_run, args=(job,), name=f"logitscope-job-{key[:40]}", daemon=True)
         _registry.pop(key, None)  # re-insert, so the registry stays in submission order
         _registry[key] = job
+        finished = [k for k, j in _registry.items() if j.status in FINISHED]
+        for k in finished[:max(0, len(finished) - KEEP_FINISHED)]:  # a long-running server stays bounded
+            del _registry[k]
     job.thread.start()
     return job
 

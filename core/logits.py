@@ -1,34 +1,34 @@
 """The logits cache: every model's logits on a data split, clean and under PGD, computed once.
 
 An entry is one safetensors file (no pickle: safe to share) named by the model's key, the data
-spec's key and the attack spec's key at that epsilon; its metadata repeats the specs in JSON.
-Writes are atomic (write aside, then rename) and guarded by a file lock, so two processes asking
-for the same entry compute it once. A file that fails to load is treated as missing and recomputed.
+spec's key and the attack spec's key at that epsilon; its metadata repeats the specs in JSON, with
+the format version and a sha256 checksum of the tensors. Writes are atomic (write aside, then
+rename) and guarded by a file lock, so two processes asking for the same entry compute it once.
+Every read checks format, shapes, checksum and specs; a file that fails is reported once (a log
+warning) and recomputed. See core.storage.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from filelock import FileLock
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save
 from torch import nn
 
 from core.attacks import attack_grid
 from core.config import AttackSpec, DataSpec, cache_dir
 from core.data import load_dataset
-from core.errors import LogitscopeError
+from core.storage import atomic_write, cache_lock, digest, report_corrupt, safe_part, verified
 
 log = logging.getLogger(__name__)
-FORMAT = "logitscope-logits/1"
+FORMAT = "logitscope-logits/2"  # /2 adds the sha256 checksum of the tensors to the metadata
+READABLE = (FORMAT, "logitscope-logits/1")  # /1 entries (no checksum) are still read, after the other checks
 ModelSource = nn.Module | Callable[[], nn.Module]  # a model, or a loader called only on a cache miss
 
 
@@ -51,39 +51,61 @@ class LogitsRecord:
 def entry_path(model_key: str, data: DataSpec, attack: AttackSpec | None) -> Path:
     """Where an entry lives. Clean logits do not depend on the attack, so they share one name."""
     attack_key = "clean" if attack is None or attack.eps == 0 else attack.key()
-    return cache_dir() / "logits" / model_key / f"{data.key()}-{attack_key}.safetensors"
+    return cache_dir() / "logits" / safe_part(model_key, "Model key") / f"{data.key()}-{attack_key}.safetensors"
+
+
+def _load_checked(path: Path, model_key: str, data: DataSpec, attack: AttackSpec | None) -> dict[str, torch.Tensor]:
+    """The entry's tensors after every check: format, names, shapes, checksum and the specs it was made for.
+
+    Raises ValueError (or the reader's own error) on the first problem.
+    """
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+        names = set(f.keys())
+        if meta.get("format") not in READABLE:
+            raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT!r}")
+        if names != {"logits", "labels"}:
+            raise ValueError(f"tensors {sorted(names)}, expected logits and labels")
+        tensors = {n: f.get_tensor(n) for n in names}
+    logits, labels = tensors["logits"], tensors["labels"]
+    if logits.ndim != 2 or labels.shape != (logits.shape[0],):
+        raise ValueError(f"shapes {tuple(logits.shape)} and {tuple(labels.shape)} do not match")
+    if meta["format"] == FORMAT and meta.get("sha256") != digest(tensors):
+        raise ValueError("checksum mismatch: the file changed after it was written")
+    stored_attack = json.loads(meta.get("attack", "null"))
+    if stored_attack is not None and stored_attack.get("eps") == 0:
+        stored_attack = None
+    wanted_attack = None if attack is None or attack.eps == 0 else attack.to_dict()
+    if meta.get("model") != model_key or json.loads(meta.get("data", "null")) != data.to_dict() \
+            or stored_attack != wanted_attack:
+        raise ValueError("it holds the logits of another model, data split or attack")
+    return tensors
 
 
 def _read(path: Path, model_key: str, data: DataSpec, attack: AttackSpec | None) -> LogitsRecord | None:
+    """The entry if it is present and passes every check; None (reported once) if it must be recomputed."""
     if not path.is_file():
         return None
     try:
-        tensors = load_file(path)
-        logits, labels = tensors["logits"], tensors["labels"]
-        if logits.ndim != 2 or labels.shape != (logits.shape[0],):
-            raise ValueError(f"shapes {tuple(logits.shape)} and {tuple(labels.shape)} do not match")
-    except (SafetensorError, OSError, KeyError, ValueError) as exc:
-        log.warning("Cache entry %s is unreadable (%s); recomputing it.", path, exc)
+        tensors = _load_checked(path, model_key, data, attack)
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError, AttributeError, RuntimeError) as exc:
+        report_corrupt(path, exc)
         return None
-    return LogitsRecord(logits, labels, model_key, data, attack, path)
+    return LogitsRecord(tensors["logits"], tensors["labels"], model_key, data, attack, path)
+
+
+def entry_ok(model_key: str, data: DataSpec, attack: AttackSpec | None) -> bool:
+    """True if the entry is cached and valid. Checked once per version of the file, then a stat."""
+    return verified(entry_path(model_key, data, attack), lambda p: _load_checked(p, model_key, data, attack))
 
 
 def _write(path: Path, rec_logits: torch.Tensor, labels: torch.Tensor, model_key: str, data: DataSpec,
            attack: AttackSpec | None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write one entry atomically, with its specs and the checksum of its tensors in the metadata."""
+    tensors = {"logits": rec_logits.detach().cpu().contiguous(), "labels": labels.detach().cpu().contiguous()}
     meta = {"format": FORMAT, "model": model_key, "data": json.dumps(data.to_dict()),
-            "attack": json.dumps(None if attack is None else attack.to_dict())}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
-    os.close(fd)
-    try:
-        save_file({"logits": rec_logits.contiguous(), "labels": labels.contiguous()}, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise LogitscopeError(f"Cannot write to the cache at {path.parent} ({exc.strerror}): free disk space "
-                              "or point LOGITSCOPE_CACHE to a writable folder.") from exc
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+            "attack": json.dumps(None if attack is None else attack.to_dict()), "sha256": digest(tensors)}
+    atomic_write(path, save(tensors, metadata=meta))
 
 
 def eval_batch_size(image_shape: Sequence[int], device: str | torch.device = "cpu") -> int:
@@ -97,19 +119,30 @@ def eval_batch_size(image_shape: Sequence[int], device: str | torch.device = "cp
     return int(min(512, max(16, budget // numel)))
 
 
+def entry_lock(model_key: str, data: DataSpec, cancel: Callable[[], bool] | None = None):
+    """The lock that every writer of this model's entries on this data split holds (context manager).
+
+    One lock per (model, data split), whatever the attack: clean logits are shared by all attacks,
+    and the same entry can be asked for under differently-written attack specs (eps set or not).
+    """
+    return cache_lock(cache_dir() / "logits" / safe_part(model_key, "Model key") / f".{data.key()}.lock", cancel)
+
+
 def get_grid(model: ModelSource, model_key: str, data: DataSpec, attack: AttackSpec, eps_grid: Sequence[float],
              device: str | torch.device = "cpu", on_batch: Callable[[int, int], None] | None = None,
-             data_dir: str | None = None) -> dict[float, LogitsRecord]:
-    """Records for every eps of the grid (0 = clean); missing entries are computed in one batched pass."""
+             data_dir: str | None = None, cancel: Callable[[], bool] | None = None) -> dict[float, LogitsRecord]:
+    """Records for every eps of the grid (0 = clean); missing entries are computed in one batched pass.
+
+    Two processes or threads asking for the same missing entries compute them once: the second waits
+    for the entry lock, then reads what the first wrote. `cancel` stops that wait (raises Cancelled).
+    """
     specs = {float(e): (None if float(e) == 0 else attack.at(float(e))) for e in eps_grid}
     paths = {e: entry_path(model_key, data, a) for e, a in specs.items()}
     out = {e: _read(paths[e], model_key, data, specs[e]) for e in specs}
     missing = [e for e, r in out.items() if r is None]
     if not missing:
         return out
-    lock_path = cache_dir() / "logits" / model_key / f".{data.key()}-{attack.key()}.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(lock_path):
+    with entry_lock(model_key, data, cancel):
         for e in missing:  # another process may have written them while we waited for the lock
             out[e] = _read(paths[e], model_key, data, specs[e])
         missing = [e for e, r in out.items() if r is None]
@@ -135,3 +168,16 @@ def get_or_compute(model: ModelSource, model_key: str, data: DataSpec, attack: A
     """The record of one model on one data split, clean (attack None) or under `attack`."""
     attack = attack or AttackSpec(eps=0.0)
     return get_grid(model, model_key, data, attack, [attack.eps], device, data_dir=data_dir)[float(attack.eps)]
+
+
+def put(model_key: str, data: DataSpec, attack: AttackSpec | None, logits: torch.Tensor,
+        labels: torch.Tensor) -> LogitsRecord:
+    """Store logits (N, K) and labels (N,) computed elsewhere (e.g. chunk by chunk) as one cache entry."""
+    path = entry_path(model_key, data, attack)
+    _write(path, logits, labels, model_key, data, attack)
+    return LogitsRecord(logits, labels, model_key, data, attack, path)
+
+
+def read(model_key: str, data: DataSpec, attack: AttackSpec | None) -> LogitsRecord | None:
+    """The cached entry, or None when it is missing or unreadable (never computes)."""
+    return _read(entry_path(model_key, data, attack), model_key, data, attack)

@@ -7,9 +7,9 @@ model's first layer, so attacks and epsilons always live in pixel units.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -17,8 +17,10 @@ import torch
 from torch import nn
 
 from core.errors import LogitscopeError
+from core.storage import atomic_write, digest, verified
 
-CHECKPOINT_FORMAT = "logitscope-checkpoint/1"
+CHECKPOINT_FORMAT = "logitscope-checkpoint/2"  # /2 adds the sha256 of the config and the weights
+READABLE_CHECKPOINTS = (CHECKPOINT_FORMAT, "logitscope-checkpoint/1")  # /1: no checksum, still loads
 
 
 class Normalize(nn.Module):
@@ -89,22 +91,20 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: dict) -> Path:
     for field in ("arch", "in_shape", "num_classes", "mean", "std"):
         if field not in config:
             raise ValueError(f"checkpoint config lacks {field!r}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    payload = {"format": CHECKPOINT_FORMAT, "config": json.dumps(config), "state_dict": state}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    text = json.dumps(config)
+    payload = {"format": CHECKPOINT_FORMAT, "config": text, "state_dict": state, "sha256": _checksum(text, state)}
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)  # in memory first: a full disk then fails as an OSError in atomic_write
+    return atomic_write(path, buffer.getvalue())
+
+
+def _checksum(config: str, state: dict[str, torch.Tensor]) -> str:
+    return hashlib.sha256(config.encode() + digest(state).encode()).hexdigest()
 
 
 def _read(path: str | Path) -> dict:
+    """The checked payload: loaded without unpickling code (weights_only), right format, intact checksum."""
     path = Path(path)
     if not path.is_file():
         raise LogitscopeError(f"No checkpoint at {path}: train the model first or check the path.")
@@ -112,9 +112,24 @@ def _read(path: str | Path) -> dict:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated, not a torch file, or holding non-tensor objects
         raise LogitscopeError(f"Cannot read checkpoint {path} ({type(exc).__name__}): delete it and train again.") from exc
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") not in READABLE_CHECKPOINTS:
         raise LogitscopeError(f"{path} is not a Logitscope checkpoint ({CHECKPOINT_FORMAT}).")
+    state = payload.get("state_dict")
+    if not isinstance(payload.get("config"), str) or not isinstance(state, dict) \
+            or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise LogitscopeError(f"{path} is not a Logitscope checkpoint: it lacks its configuration or weights.")
+    if payload["format"] == CHECKPOINT_FORMAT and payload.get("sha256") != _checksum(payload["config"],
+                                                                                   payload["state_dict"]):
+        raise LogitscopeError(f"Checkpoint {path} is corrupt (checksum mismatch): delete it and train again.")
     return payload
+
+
+def checkpoint_ok(path: str | Path) -> bool:
+    """True if `path` is an intact checkpoint that rebuilds its model; checked once per version of the
+    file, then a stat. A bad one is reported once in the log and counts as missing
+    (`core.study.ensure_model` retrains it).
+    """
+    return verified(path, load_checkpoint, action="training the model again")
 
 
 def read_checkpoint_config(path: str | Path) -> dict:
@@ -125,8 +140,13 @@ def read_checkpoint_config(path: str | Path) -> dict:
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild a model from its checkpoint, in eval mode: float [0, 1] (N, C, H, W) -> logits (N, K)."""
     payload = _read(path)
-    cfg = json.loads(payload["config"])
-    model = build_model(cfg["arch"], tuple(cfg["in_shape"]), cfg["num_classes"], tuple(cfg["mean"]), tuple(cfg["std"]))
+    try:
+        cfg = json.loads(payload["config"])
+        model = build_model(cfg["arch"], tuple(cfg["in_shape"]), cfg["num_classes"], tuple(cfg["mean"]),
+                            tuple(cfg["std"]))
+    except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as exc:  # a foreign or hand-edited config
+        raise LogitscopeError(f"Checkpoint {path} has an unusable configuration ({type(exc).__name__}: {exc}): "
+                              "delete it and train again.") from exc
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:

@@ -1,0 +1,207 @@
+"""A bounded load test: many browser sessions at once on the running app, on 127.0.0.1.
+
+Starts `streamlit run app.py` on a copy of the trained study cache from which one logits entry was
+removed, opens SESSIONS pages at the same moment in headless Chromium (several contexts, several
+pages each: every page is its own Streamlit session), waits for all of them, then moves epsilon on
+some. It checks that every session is served without an exception, that the missing entry is
+computed exactly once (one file written, whoever asked) and nothing else is rewritten, and that the
+server's memory stays under a bound. Uses Debian's /usr/bin/chromium; never downloads a browser.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = os.environ.get("LOGITSCOPE_CHROMIUM", "/usr/bin/chromium")
+SESSIONS = [  # (URL path and query, the title that shows it was served)
+    ("distributions?eps=0.05", "Logit distributions"),
+    ("distributions?eps=0.1&m=pgd-at,trades", "Logit distributions"),
+    ("differences?eps=0.05", "Confidence differences"),
+    ("differences?eps=0.2&m=standard,pgd-at,trades", "Confidence differences"),
+    ("?eps=0.05", "Logitscope"),
+    ("distributions?eps=0.3&q=logit_gap", "Logit distributions"),
+    ("why?teps=0.3", "Why adversarial training shrinks logits"),
+    ("lab", "Distillation lab"),
+]
+MOVED = (0, 1, 5)          # sessions whose epsilon slider is then moved, step by step
+RSS_LIMIT_MB = 2048        # the server: Python, torch, Streamlit and every session's state (about 1.1 GB measured)
+REMOVED = ("pgd-at", 0.0)   # the entry every session above needs and nobody has computed yet (clean: quick)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:  # the server has exited
+        pass
+    return 0.0
+
+
+def _files(cache: Path) -> dict[str, tuple[int, int]]:
+    """Every model and logits file, by path: (inode, mtime). A rewrite (atomic rename) changes both."""
+    return {str(p.relative_to(cache)): (p.stat().st_ino, p.stat().st_mtime_ns)
+            for sub in ("models", "logits") for p in (cache / sub).rglob("*")
+            if p.is_file() and not p.name.endswith(".lock")}
+
+
+class Watcher(threading.Thread):
+    """Samples the server's memory and the removed entry's inode every 50 ms."""
+
+    def __init__(self, pid: int, entry: Path):
+        super().__init__(daemon=True)
+        self.pid, self.entry, self.stop = pid, entry, threading.Event()
+        self.inodes: list[int] = []
+        self.peak_mb = 0.0
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.peak_mb = max(self.peak_mb, _rss_mb(self.pid))
+            try:
+                ino = self.entry.stat().st_ino
+                if not self.inodes or self.inodes[-1] != ino:
+                    self.inodes.append(ino)
+            except OSError:
+                pass
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def app(_study_dir, tmp_path_factory):
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"no Chromium at {CHROMIUM}: install Debian's chromium (never `playwright install`)")
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    if not Path("/proc/self/status").exists():
+        pytest.skip("reads the server's memory from /proc (Linux)")
+    from core.logits import entry_path
+    from core.study import default_recipes
+    from core.views import Selection
+
+    cache = tmp_path_factory.mktemp("load") / "cache"
+    shutil.copytree(_study_dir, cache, ignore=shutil.ignore_patterns("*.lock", "lab", "embeddings"))
+    old = os.environ.get("LOGITSCOPE_CACHE")
+    os.environ["LOGITSCOPE_CACHE"] = str(cache)
+    try:
+        sel = Selection("digits")
+        recipe = {r.name: r for r in default_recipes("digits")}[REMOVED[0]]
+        entry = entry_path(recipe.key, sel.data(), None if REMOVED[1] == 0 else sel.attack().at(REMOVED[1]))
+    finally:
+        os.environ.pop("LOGITSCOPE_CACHE") if old is None else os.environ.__setitem__("LOGITSCOPE_CACHE", old)
+    entry.unlink()
+    port = _free_port()
+    log = open(tmp_path_factory.mktemp("load-log") / "streamlit.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+        cwd=ROOT, env={**os.environ, "LOGITSCOPE_CACHE": str(cache)}, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.3)
+        yield {"url": f"http://127.0.0.1:{port}", "pid": proc.pid, "cache": cache, "entry": entry}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _settled(page, title: str) -> bool:
+    """The page shows its title, waits for nothing, and its script is not running."""
+    return (page.get_by_text(title, exact=False).count() > 0
+            and page.locator('[data-testid="stStatusWidget"]').count() == 0
+            and page.get_by_text("Waiting for:", exact=False).count() == 0)
+
+
+def _wait_all(pages, titles, timeout: float) -> None:
+    """Poll every page until each has been settled for 1.5 s; fail listing those that never did."""
+    deadline, quiet = time.time() + timeout, {}
+    while time.time() < deadline:
+        for i, (page, title) in enumerate(zip(pages, titles)):
+            if _settled(page, title):
+                quiet.setdefault(i, time.time())
+            else:
+                quiet.pop(i, None)
+        if len(quiet) == len(pages) and all(time.time() - t > 1.5 for t in quiet.values()):
+            return
+        time.sleep(0.25)
+    slow = [SESSIONS[i][0] for i in range(len(pages)) if i not in quiet]
+    raise AssertionError(f"sessions not served within {timeout} s: {slow}")
+
+
+def _no_exception(pages) -> None:
+    for (path, _), page in zip(SESSIONS, pages):
+        errors = page.locator('[data-testid="stException"]')
+        assert errors.count() == 0, f"/{path}: {errors.first.inner_text()}"
+
+
+def test_many_sessions_at_once_are_served_compute_nothing_twice_and_stay_bounded(app):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    before = _files(app["cache"])
+    watcher = Watcher(app["pid"], app["entry"])
+    watcher.start()
+    t0 = time.time()
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            contexts = [browser.new_context(viewport={"width": 1280, "height": 900}) for _ in range(len(SESSIONS) // 2)]
+            pages = [contexts[i % len(contexts)].new_page() for i in range(len(SESSIONS))]
+            for page, (path, _) in zip(pages, SESSIONS):  # all at once: no page waits for another
+                page.goto(f"{app['url']}/{path}", wait_until="commit")
+            titles = [t for _, t in SESSIONS]
+            _wait_all(pages, titles, timeout=60)
+            _no_exception(pages)
+
+            for i in MOVED:  # move epsilon with the keyboard on the sidebar's slider, as a person would
+                thumb = pages[i].locator('[data-testid="stSidebar"] [data-testid="stSlider"] input[type="range"]').first
+                thumb.focus()
+                for key in ("ArrowRight", "ArrowRight", "ArrowLeft"):
+                    thumb.press(key)
+                    pages[i].wait_for_timeout(300)
+            _wait_all(pages, titles, timeout=30)
+            _no_exception(pages)
+            moved = [pages[i].url for i in MOVED]
+        finally:
+            browser.close()
+    watcher.stop.set()
+    watcher.join()
+    elapsed = time.time() - t0
+
+    assert all("eps=" in u for u in moved) and moved != [f"{app['url']}/{SESSIONS[i][0]}" for i in MOVED], moved
+    after = _files(app["cache"])
+    name = str(app["entry"].relative_to(app["cache"]))
+    assert name in after, "the missing entry was never computed"
+    assert len(watcher.inodes) == 1, f"the missing entry was written {len(watcher.inodes)} times"
+    assert {k: v for k, v in after.items() if k != name} == before, "cached files were rewritten"
+    assert watcher.peak_mb < RSS_LIMIT_MB, f"server memory peaked at {watcher.peak_mb:.0f} MB"
+    print(f"\n{len(SESSIONS)} sessions served in {elapsed:.1f} s; server peak memory {watcher.peak_mb:.0f} MB")
