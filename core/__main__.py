@@ -1,5 +1,7 @@
 """The command line: `python -m core reproduce --dataset digits [--seeds N] [--eps LIST] [--json PATH]`,
-`python -m core datasets`, `python -m core zoo [--dataset D] [--threat T]` and `python -m core cache`.
+`python -m core datasets`, `python -m core zoo [--dataset D] [--threat T]`, `python -m core cache`,
+`python -m core precompute --dataset D [--models NAMES|all] [--zoo NAME ...]` and
+`python -m core bundle --dataset D --out PATH`.
 
 It calls the same functions as the app's pages. Usage errors exit with status 2 and a message;
 errors found while running (missing data, unreadable files) exit with status 1 and a message.
@@ -10,12 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from functools import partial
 from pathlib import Path
 
 from core.config import check_eps, cache_dir
 from core.data import DATASETS, DESCRIPTIONS, SCHEME_DESCRIPTIONS, dataset_scheme, is_dataset_name
 from core.errors import Cancelled, LogitscopeError
+from core.storage import atomic_write
 
 
 def _eps_list(text: str) -> list[float]:
@@ -28,14 +32,35 @@ def _eps_list(text: str) -> list[float]:
     return values
 
 
-def _positive(text: str) -> int:
+MAX_COUNT = 10_000  # PGD steps (AttackSpec's own limit) and other counts
+MAX_SEEDS = 100     # each seed trains the whole study again
+
+
+def _positive(text: str, most: int = MAX_COUNT) -> int:
     try:
         n = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    if n > most:
+        raise argparse.ArgumentTypeError(f"must be at most {most}, got {n}")
     return n
+
+
+def _output_file(path: Path, flag: str, parser: argparse.ArgumentParser) -> None:
+    """Usage errors for a file to write at the end of a long run: find them before the run, not after."""
+    if path.is_dir():
+        parser.error(f"{flag} {path} is a directory: give a file path, e.g. {path / 'report.json'}")
+    try:  # create its folder and a scratch file there now: the real write comes after the run
+        folder = path.absolute().parent
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except (FileExistsError, NotADirectoryError):
+        parser.error(f"{flag} {path} cannot be written: a part of its folder is a file. Choose another path")
+    except OSError as exc:
+        parser.error(f"{flag} {path} cannot be written ({exc.strerror or exc}): choose another path")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "data as npz:<path> or folder:<path> (see `datasets`); default digits")
     r.add_argument("--arch", default=None, help="architecture of every model (e.g. preact_resnet18 on a GPU); "
                    "default: the dataset's")
-    r.add_argument("--seeds", type=_positive, default=1, help="number of seeds (0..N-1) to train and average; default 1")
+    r.add_argument("--seeds", type=partial(_positive, most=MAX_SEEDS), default=1,
+                   help=f"number of seeds (0..N-1) to train and average, at most {MAX_SEEDS}; default 1")
     r.add_argument("--eps", type=_eps_list, default=None, help="comma-separated attack epsilons in pixel units "
                    "(0 = clean is always added); default: the dataset's grid")
     r.add_argument("--norm", choices=("linf", "l2"), default="linf", help="threat model of the evaluation attack")
@@ -66,6 +92,37 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--dataset", default=None, help="cifar10, cifar100 or imagenet; default all")
     z.add_argument("--threat", default=None, help="Linf, L2, corruptions or corruptions_3d; default all")
     sub.add_parser("cache", help="show where the cache lives and how large it is")
+
+    pc = sub.add_parser("precompute", help="compute (and train if missing) logits over an epsilon grid, resumably",
+                        description="Compute the logits the app shows for chosen models and epsilons: local recipes "
+                                    "(trained if missing) and RobustBench zoo models. Each model x epsilon (x chunk of "
+                                    "images on big test sets) lands in the cache as soon as it is done, so running the "
+                                    "same command again after an interruption resumes where it stopped.")
+    pc.add_argument("--dataset", default="digits", help="dataset name; default digits")
+    pc.add_argument("--models", default="all", help="comma-separated local model names (standard, pgd-at, trades, "
+                    "student:pgd-at:none, ..., fast-at), all (the default study) or none; default all")
+    pc.add_argument("--zoo", nargs="+", default=[], metavar="NAME", help="RobustBench model names (cifar10), e.g. "
+                    "Wong2020Fast; see `python -m core zoo`")
+    pc.add_argument("--threat", default="Linf", help="RobustBench threat model of the --zoo names; default Linf")
+    pc.add_argument("--eps", type=_eps_list, default=None, help="comma-separated epsilons in pixel units (0 = clean "
+                    "is always added); default: the grid the app shows")
+    pc.add_argument("--norm", choices=("linf", "l2"), default="linf", help="threat model of the evaluation attack")
+    pc.add_argument("--steps", type=_positive, default=None, help="PGD steps of the evaluation attack; default 20")
+    pc.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+    pc.add_argument("--data-dir", default=None, help="folder with already-downloaded datasets in torchvision's layout")
+    pc.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    b = sub.add_parser("bundle", help="pack a dataset's logits, checkpoints and lab runs into one portable file",
+                       description="Write a bundle (a zip with a manifest and checksums; nothing pickled) of what the "
+                                   "app's pages need for one dataset, e.g. for the hosted demo (LOGITSCOPE_DEMO).")
+    b.add_argument("--dataset", default="digits", help="dataset name; default digits")
+    b.add_argument("--models", default="all", help="comma-separated model names as the app lists them (zoo models: "
+                   "rb:<name>), or all: every model whose logits are cached; default all")
+    b.add_argument("--norm", choices=("linf", "l2"), default="linf", help="the evaluation attack's norm; default linf")
+    b.add_argument("--steps", type=_positive, default=None, help="the evaluation attack's PGD steps; default 20")
+    b.add_argument("--data-dir", default=None, help="folder with already-downloaded datasets in torchvision's layout")
+    b.add_argument("--no-maps", action="store_true", help="leave out the embedding page's precomputed UMAP maps")
+    b.add_argument("--out", type=Path, required=True, help="the bundle file to write, e.g. digits-bundle.zip")
     return p
 
 
@@ -117,16 +174,24 @@ def cmd_reproduce(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         attack = eval_attack(args.dataset, args.norm, args.steps)
     except LogitscopeError as exc:
         parser.error(str(exc))
-    if args.json is not None and args.json.is_dir():
-        parser.error(f"--json {args.json} is a directory: give a file path, e.g. report.json")
-    device = resolve_device(args.device)
+    if args.json is not None:
+        _output_file(args.json, "--json", parser)
+    try:
+        device = resolve_device(args.device)
+    except LogitscopeError as exc:
+        parser.error(str(exc))
     recipes = partial(default_recipes, arch=args.arch) if args.arch else default_recipes
     result = rep.reproduce(args.dataset, range(args.seeds), args.eps, attack, device, args.data_dir,
                            progress=_progress_bar(args.quiet), recipes=recipes)
     print(rep.format_report(result))
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+        try:
+            atomic_write(args.json, json.dumps(result, indent=2).encode())
+        except LogitscopeError as exc:  # e.g. the disk filled up during the run
+            reason = getattr(exc.__cause__, "strerror", None) or exc
+            raise LogitscopeError(f"Cannot write the report to {args.json} ({reason}): free disk space or choose "
+                                  "another --json path and run again (the models and logits come from the cache)."
+                                  ) from exc
         print(f"\nReport written to {args.json}")
     return 0
 
@@ -166,10 +231,73 @@ def cmd_cache(args, parser) -> int:
     return 0
 
 
+def _check_dataset(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Usage errors for --data-dir and --dataset (own data names become canonical)."""
+    if args.data_dir is not None and not Path(args.data_dir).expanduser().is_dir():
+        parser.error(f"--data-dir {args.data_dir} is not a folder")
+    if not is_dataset_name(args.dataset):
+        parser.error(f"unknown dataset {args.dataset!r}: choose one of {', '.join(sorted(DATASETS))}, "
+                     "or give your own data as npz:<path> or folder:<path>")
+    if dataset_scheme(args.dataset) is not None:
+        from core.data_own import own_data_name
+
+        try:
+            args.dataset = own_data_name(args.dataset, args.data_dir)
+        except LogitscopeError as exc:
+            parser.error(str(exc))
+
+
+def cmd_precompute(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from core import precompute as pc
+    from core.models import resolve_device
+
+    _check_dataset(args, parser)
+    try:
+        for e in args.eps or []:
+            check_eps(e, args.norm)
+        recipes = pc.select_models(args.dataset, args.models, args.zoo, args.threat)
+    except LogitscopeError as exc:
+        parser.error(str(exc))
+    try:
+        device = resolve_device(args.device)
+    except LogitscopeError as exc:
+        parser.error(str(exc))
+    try:
+        out = pc.precompute(args.dataset, recipes, args.eps, args.norm, args.steps, device, args.data_dir,
+                            progress=_progress_bar(args.quiet))
+    except (Cancelled, KeyboardInterrupt):
+        print("interrupted: every finished model and unit of logits is in the cache; run the same command again to "
+              "resume where it stopped.", file=sys.stderr)
+        return 130
+    print(f"{args.dataset}: {len(out.models)} models x {len(out.grid)} epsilons ({out.attack.norm} PGD-"
+          f"{out.attack.steps}, {out.data.split} split{'' if out.data.limit is None else f', first {out.data.limit}'})")
+    print(f"computed {len(out.computed)} units, {len(out.skipped)} already cached"
+          + (f"; trained {', '.join(out.trained)}" if out.trained else "") + f". Cache: {cache_dir()}")
+    return 0
+
+
+def cmd_bundle(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from core.bundle import write_bundle
+
+    _check_dataset(args, parser)
+    if args.out.is_dir():
+        parser.error(f"--out {args.out} is a directory: give a file path, e.g. {args.dataset}-bundle.zip")
+    _output_file(args.out, "--out", parser)
+    written = write_bundle(args.dataset, args.out, args.models, args.norm, args.steps, args.data_dir,
+                           maps=not args.no_maps)
+    m = written.manifest
+    shown = [x["name"] for x in m["models"] if x["shown"]]
+    print(f"Bundle written to {written.path} ({written.bytes / 1e6:.1f} MB): {m['dataset']}, {len(shown)} models "
+          f"({', '.join(shown)}), {len(m['eps'])} epsilons, {len(m['files'])} files.\n"
+          f"Serve it with: LOGITSCOPE_DEMO={written.path} streamlit run app.py")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handler = {"reproduce": cmd_reproduce, "datasets": cmd_datasets, "zoo": cmd_zoo, "cache": cmd_cache}[args.command]
+    handler = {"reproduce": cmd_reproduce, "datasets": cmd_datasets, "zoo": cmd_zoo, "cache": cmd_cache,
+               "precompute": cmd_precompute, "bundle": cmd_bundle}[args.command]
     try:
         return handler(args, parser)
     except LogitscopeError as exc:

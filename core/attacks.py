@@ -127,15 +127,35 @@ def pgd(model: nn.Module, x: torch.Tensor, target: torch.Tensor, spec: AttackSpe
     return best_x
 
 
+def attack_batch(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, spec: AttackSpec, eps: Sequence[float],
+                 start: int, seed_offset: int = 0) -> torch.Tensor:
+    """PGD examples of one batch of `attack_grid` (the batch that begins at image `start`) at each eps.
+
+    Returns (len(eps) * B, C, H, W), eps-major. The random start of each eps comes from its own
+    generator seeded by (spec.seed, seed_offset, start, eps), so attacking one eps alone reproduces
+    exactly the examples `attack_grid` made for it.
+    """
+    gens = [torch.Generator().manual_seed(hash((spec.seed, seed_offset, start, round(e * 1e6))) % 2**62)
+            for e in eps]
+    x_rep = xb.repeat(len(eps), 1, 1, 1)
+    y_rep = yb.repeat(len(eps))
+    eps_rep = torch.tensor(list(eps), dtype=xb.dtype, device=xb.device).repeat_interleave(len(xb))
+    return pgd(model, x_rep, y_rep, spec, eps=eps_rep, generator=gens)
+
+
 def attack_grid(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec,
                 eps_grid: Sequence[float], batch_size: int = 256, seed_offset: int = 0,
-                on_batch: Callable[[int, int], None] | None = None) -> dict[float, torch.Tensor]:
+                on_batch: Callable[[int, int], None] | None = None,
+                first_index: int = 0) -> dict[float, torch.Tensor]:
     """Logits (N, K) of `model` on PGD examples at every eps of the grid (eps 0 is the clean input).
 
     Each batch of `batch_size` images is attacked at all epsilons of the grid together (one
     forward/backward of batch_size x len(grid) rows per step), which keeps small models busy.
     Batches do not depend on the grid, and random starts come from one generator per (seed, batch,
     eps), so an epsilon's result does not depend on which other epsilons are computed.
+    `first_index` is the position of x[0] in the whole split: attacking a slice x[i:j] with
+    first_index=i (i a multiple of batch_size) gives exactly rows i..j-1 of attacking the whole
+    split, which lets `core.precompute` cut a big test set into resumable chunks.
     """
     grid = [float(e) for e in eps_grid]
     nonzero = [e for e in grid if e > 0]
@@ -148,12 +168,7 @@ def attack_grid(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: Attack
                 out[0.0].append(model(xb).float().cpu())
         if nonzero:
             n = len(xb)
-            gens = [torch.Generator().manual_seed(hash((spec.seed, seed_offset, start, round(e * 1e6))) % 2**62)
-                    for e in nonzero]
-            x_rep = xb.repeat(len(nonzero), 1, 1, 1)
-            y_rep = yb.repeat(len(nonzero))
-            eps_rep = torch.tensor(nonzero, dtype=x.dtype, device=x.device).repeat_interleave(n)
-            x_adv = pgd(model, x_rep, y_rep, spec, eps=eps_rep, generator=gens)
+            x_adv = attack_batch(model, xb, yb, spec, nonzero, first_index + start, seed_offset)
             with torch.no_grad():
                 logits = model(x_adv).float().cpu()
             for i, e in enumerate(nonzero):

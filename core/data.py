@@ -142,8 +142,18 @@ def _load_cached(name: str, data_dir: str | None) -> Dataset:
     return DATASETS[name](data_dir)
 
 
+_PROVIDED: dict[str, Dataset] = {}
+
+
+def provide(dataset: Dataset) -> None:
+    """Serve `dataset` under its name from now on, in place of its loader (the hosted demo's bundled images)."""
+    _PROVIDED[dataset.name] = dataset
+
+
 def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
     """The named dataset, or your own data as "npz:<path>" / "folder:<path>" (memoised per process)."""
+    if name in _PROVIDED:
+        return _PROVIDED[name]
     if not is_dataset_name(name):
         own = ", ".join(f"{p}:<path>" for p in sorted(SCHEMES))
         raise LogitscopeError(f"Unknown dataset {name!r}: choose one of {', '.join(sorted(DATASETS))}"

@@ -8,9 +8,8 @@ A run whose spec was trained before reuses the checkpoint: only the evaluation i
 
 from __future__ import annotations
 
+import io
 import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -19,7 +18,6 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from filelock import FileLock
 
 from core import analysis
 from core.config import AttackSpec, DataSpec, cache_dir, stable_key
@@ -27,6 +25,7 @@ from core.errors import LogitscopeError
 from core.jobs import JobContext, format_seconds
 from core.logits import get_grid
 from core.models import load_checkpoint
+from core.storage import atomic_write, cache_lock, report_corrupt
 from core.study import Recipe, default_recipes, ensure_model, hyper, is_trained, student_recipe, teacher_recipes
 from core.train import TrainProgress
 
@@ -106,6 +105,9 @@ def load_runs(dataset: str | None = None) -> pd.DataFrame:
     except Exception as exc:  # a truncated or foreign file: the runs are lost, the app goes on
         raise LogitscopeError(f"The lab's run table {path} is unreadable ({type(exc).__name__}): delete it "
                               "to start a new table.") from exc
+    if not set(RUN_COLUMNS) <= set(runs.columns):
+        raise LogitscopeError(f"The lab's run table {path} lacks columns "
+                              f"{sorted(set(RUN_COLUMNS) - set(runs.columns))}: delete it to start a new table.")
     if dataset is not None:
         runs = runs[runs["dataset"] == dataset]
     return runs.reset_index(drop=True)
@@ -118,21 +120,14 @@ RUN_COLUMNS = ["run", "name", "dataset", "teacher", "manipulation", "temperature
 
 
 def _save_runs(runs: pd.DataFrame) -> None:
-    path = table_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".parquet")
-    os.close(fd)
-    try:
-        runs.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    buffer = io.BytesIO()
+    runs.to_parquet(buffer, index=False)
+    atomic_write(table_path(), buffer.getvalue())
 
 
 def record(row: dict) -> pd.DataFrame:
     """Add a run's row to the table (a row with the same run id is replaced) and return the table."""
-    with FileLock(str(table_path()) + ".lock"):
+    with cache_lock(str(table_path()) + ".lock"):
         runs = load_runs() if table_path().is_file() else pd.DataFrame(columns=RUN_COLUMNS)
         runs = runs[runs["run"] != row["run"]]
         runs = pd.concat([runs, pd.DataFrame([row], columns=RUN_COLUMNS)], ignore_index=True)
@@ -144,20 +139,28 @@ def delete_runs(run_ids: Sequence[str]) -> None:
     """Remove runs from the table (their checkpoints stay in the cache)."""
     if not table_path().is_file():
         return
-    with FileLock(str(table_path()) + ".lock"):
+    with cache_lock(str(table_path()) + ".lock"):
         runs = load_runs()
         _save_runs(runs[~runs["run"].isin(list(run_ids))].reset_index(drop=True))
 
 
 def run_recipes(dataset: str) -> list[Recipe]:
-    """Recipes of the recorded runs of a dataset whose checkpoints exist, for the model pickers."""
+    """Recipes of the recorded runs of a dataset whose checkpoints exist, for the model pickers.
+
+    An unreadable table offers no runs here (reported once in the log), so every page's sidebar keeps
+    working; the lab page shows the table's error with what to do.
+    """
     out = {}
-    for _, row in load_runs(dataset).iterrows():
-        spec = json.loads(row["spec"])
+    try:
+        runs = load_runs(dataset)
+    except LogitscopeError as exc:
+        report_corrupt(table_path(), exc, "the model pickers offer no lab runs")
+        return []
+    for _, row in runs.iterrows():
         try:
-            s = LabSpec(**spec)
+            s = LabSpec(**json.loads(row["spec"]))
             r = s.recipe()
-        except (LogitscopeError, TypeError):
+        except (LogitscopeError, TypeError, ValueError):
             continue
         if is_trained(r):
             out[r.name] = r
@@ -174,16 +177,18 @@ def order_agreement(teacher_logits: np.ndarray, student_logits: np.ndarray, labe
     return analysis.incorrect_class_order_agreement(teacher_logits, student_logits, labels)
 
 
-def _grid_logits(recipe: Recipe, data: DataSpec, attack: AttackSpec, grid, device, ctx: JobContext, what: str):
+def _grid_logits(recipe: Recipe, data: DataSpec, attack: AttackSpec, grid, device, ctx: JobContext, what: str,
+                 data_dir: str | None = None):
     def on_batch(b: int, n: int) -> None:
         ctx.report(f"{what}: batch {b}/{n}")
 
-    path = ensure_model(recipe, device, cancel=lambda: ctx.cancelled)
-    return get_grid(lambda: load_checkpoint(path, device), recipe.key, data, attack, grid, device, on_batch=on_batch)
+    path = ensure_model(recipe, device, cancel=lambda: ctx.cancelled, data_dir=data_dir)
+    return get_grid(lambda: load_checkpoint(path, device), recipe.key, data, attack, grid, device, on_batch=on_batch,
+                    data_dir=data_dir)
 
 
 def run(ctx: JobContext, spec: LabSpec, attack: AttackSpec, grid: Sequence[float],
-        device: str | torch.device = "cpu") -> dict:
+        device: str | torch.device = "cpu", data_dir: str | None = None) -> dict:
     """Train (or reuse) the student of `spec`, evaluate it over the grid, record and return its row."""
     start = time.perf_counter()
     student = spec.recipe()
@@ -202,12 +207,14 @@ def run(ctx: JobContext, spec: LabSpec, attack: AttackSpec, grid: Sequence[float
                    f"about {format_seconds(p.eta)} left", 0.7 * p.fraction)
 
     ctx.report(f"distilling {student.name}", 0.0)
-    path = ensure_model(student, device, on_train, lambda: ctx.cancelled, on_start=on_start)
+    path = ensure_model(student, device, on_train, lambda: ctx.cancelled, data_dir, on_start)
     ctx.report(f"attacking {student.name} over {len(grid)} epsilons", 0.7)
     s_grid = get_grid(lambda: load_checkpoint(path, device), student.key, data, attack, grid, device,
-                      on_batch=lambda b, n: ctx.report(f"attacking {student.name}: batch {b}/{n}", 0.7 + 0.2 * b / n))
+                      on_batch=lambda b, n: ctx.report(f"attacking {student.name}: batch {b}/{n}", 0.7 + 0.2 * b / n),
+                      data_dir=data_dir)
     ctx.report(f"evaluating the teacher {teacher.name}", 0.9)
-    t_grid = _grid_logits(teacher, data, attack, grid, device, ctx, f"attacking the teacher {teacher.name}")
+    t_grid = _grid_logits(teacher, data, attack, grid, device, ctx, f"attacking the teacher {teacher.name}",
+                          data_dir)
     clean_s, clean_t = s_grid[0.0], t_grid[0.0]
     s_stats = analysis.per_sample(clean_s.logits, clean_s.labels)
     t_stats = analysis.per_sample(clean_t.logits, clean_t.labels)

@@ -13,7 +13,7 @@ from core.errors import LogitscopeError
 from core.logits import get_grid
 from core.prepare import logits_cached
 from core.study import Recipe, is_trained
-from core.views import load_bundle
+from core.views import load_logit_set
 
 
 def _unavailable():
@@ -26,14 +26,12 @@ def model_table(models: dict[str, Recipe], data: DataSpec, attack: AttackSpec, g
     rows = []
     for name, r in models.items():
         train = r.spec.train
-        row = {"model": name, "role": r.role, "method": train.method,
+        row = {"model": name, "role": r.role, "method": "RobustBench" if r.zoo else train.method,
                "teacher": r.teacher.name if r.teacher else "", "manipulation": r.manipulation or "",
                "clean accuracy": np.nan, f"robust accuracy @ eps {eps:g}": np.nan, "mean max logit": np.nan,
                "status": "", "source": "lab run" if name in lab_names else "default study"}
-        if not is_trained(r):
-            row["status"] = "not trained"
-        elif not logits_cached(r, data, attack, grid):
-            row["status"] = "trained; logits for this attack not computed"
+        if not logits_cached(r, data, attack, grid):
+            row["status"] = ("trained; logits for this attack not computed" if is_trained(r) else "not trained")
         else:
             rec = get_grid(_unavailable, r.key, data, attack, sorted({0.0, float(eps)}))
             clean, adv = rec[0.0], rec[float(eps)]
@@ -65,11 +63,10 @@ def findings(models: dict[str, Recipe], data: DataSpec, attack: AttackSpec, grid
     out = []
 
     def ready(*names: str) -> bool:
-        return all(n in models and is_trained(models[n]) and logits_cached(models[n], data, attack, grid)
-                   for n in names)
+        return all(n in models and logits_cached(models[n], data, attack, grid) for n in names)
 
     if ready("standard", "pgd-at"):
-        b = load_bundle({n: models[n] for n in ("standard", "pgd-at")}, data, attack, grid)
+        b = load_logit_set({n: models[n] for n in ("standard", "pgd-at")}, data, attack, grid)
         s, a = (analysis.per_sample(b.at(n, 0.0), b.labels) for n in ("standard", "pgd-at"))
         out.append(f"**1. AT shrinks logits.** On clean test images the mean max logit falls from "
                    f"{s.max_logit.mean():.2f} (standard) to {a.max_logit.mean():.2f} (PGD-AT), the mean logit gap "
@@ -80,7 +77,7 @@ def findings(models: dict[str, Recipe], data: DataSpec, attack: AttackSpec, grid
                    "1 would be the same ranking.")
     names = ("student:pgd-at:none", "student:pgd-at:shuffle_nonmax", "student:standard:none")
     if ready(*names) and eps > 0:
-        b = load_bundle({n: models[n] for n in names}, data, attack, grid)
+        b = load_logit_set({n: models[n] for n in names}, data, attack, grid)
         acc = {n: analysis.accuracy(b.at(n, eps), b.labels) for n in names}
         out.append(f"**3. Students inherit some robustness from the logits.** Distilled on clean images only, the "
                    f"student of PGD-AT keeps {acc[names[0]]:.0%} accuracy at epsilon {eps:g}, the student of the "

@@ -14,9 +14,8 @@ import torch
 
 from core.config import AttackSpec, DataSpec, cache_dir, stable_key
 from core.jobs import JobContext, format_seconds
-from core.logits import entry_path, get_grid
-from core.models import load_checkpoint
-from core.study import Recipe, ensure_model, is_trained
+from core.logits import entry_ok, get_grid
+from core.study import Recipe, is_trained, model_source
 from core.train import TrainProgress
 
 
@@ -34,19 +33,24 @@ class Need:
 
 
 def logits_cached(recipe: Recipe, data: DataSpec, attack: AttackSpec, grid: Sequence[float]) -> bool:
-    """True if the logits of `recipe` at every eps of the grid are in the cache (file checks only)."""
-    return all(entry_path(recipe.key, data, None if float(e) == 0 else attack.at(float(e))).is_file()
-               for e in grid)
+    """True if the logits of `recipe` at every eps of the grid are in the cache and valid.
+
+    Each file is checked (format, checksum, specs) once per version, then only stat-ed: a corrupt
+    entry counts as missing, so the page waits for the background job that recomputes it.
+    """
+    return all(entry_ok(recipe.key, data, None if float(e) == 0 else attack.at(float(e))) for e in grid)
 
 
 def missing(recipes: Sequence[Recipe], data: DataSpec, attack: AttackSpec, grid: Sequence[float]) -> list[Need]:
-    """What must be trained or computed before these models' logits can be read over the grid."""
+    """What must be trained or computed before these models' logits can be read over the grid.
+
+    Cached logits need nothing, even without their checkpoint (a bundle may leave big ones out).
+    """
     out: list[Need] = []
     for r in recipes:
-        if not is_trained(r):
-            out.append(Need(r, "train"))
-        elif not logits_cached(r, data, attack, grid):
-            out.append(Need(r, "logits"))
+        if logits_cached(r, data, attack, grid):
+            continue
+        out.append(Need(r, "logits" if is_trained(r) else "train"))
     return out
 
 
@@ -79,7 +83,7 @@ def _untrained(recipes: Sequence[Recipe]) -> dict[str, Recipe]:
 
 
 def prepare(ctx: JobContext, recipes: Sequence[Recipe], data: DataSpec, attack: AttackSpec,
-            grid: Sequence[float], device: str | torch.device = "cpu") -> None:
+            grid: Sequence[float], device: str | torch.device = "cpu", data_dir: str | None = None) -> None:
     """Train every missing model (teachers first) and compute its logits over the grid.
 
     Progress is measured in units of work: a model's training cost (`training_cost`) and one unit
@@ -107,7 +111,7 @@ def prepare(ctx: JobContext, recipes: Sequence[Recipe], data: DataSpec, attack: 
             done["trained"] += 1
 
     for r in recipes:
-        ckpt = ensure_model(r, device, on_train, lambda: ctx.cancelled, on_start=on_start)
+        source = model_source(r, device, on_train, lambda: ctx.cancelled, data_dir, on_start)
         if r not in to_attack:
             continue
         base = done["units"]
@@ -118,5 +122,6 @@ def prepare(ctx: JobContext, recipes: Sequence[Recipe], data: DataSpec, attack: 
 
         ctx.report(f"attacking {r.name}: PGD-{attack.steps} ({attack.norm}) over {len(grid)} epsilons",
                    base / total)
-        get_grid(lambda p=ckpt: load_checkpoint(p, device), r.key, data, attack, grid, device, on_batch=on_batch)
+        get_grid(source, r.key, data, attack, grid, device, on_batch=on_batch, data_dir=data_dir,
+                 cancel=lambda: ctx.cancelled)
         done["units"] = base + 1.0

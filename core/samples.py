@@ -16,28 +16,21 @@ import pandas as pd
 import torch
 from torch import nn
 
-from core.attacks import pgd
+from core.attacks import attack_batch
 from core.config import AttackSpec, DataSpec
 from core.data import load_dataset
 from core.errors import LogitscopeError
-from core.views import Bundle
+from core.logits import eval_batch_size
+from core.views import LogitSet
 
 
-def images(data: DataSpec, indices) -> np.ndarray:
+def images(data: DataSpec, indices, data_dir: str | None = None) -> np.ndarray:
     """Images of a split by index: (n, C, H, W) float32 in [0, 1]."""
-    x, _ = load_dataset(data.name).split(data)
+    x, _ = load_dataset(data.name, data_dir).split(data)
     idx = np.asarray(list(indices), dtype=np.int64)
     if len(idx) and (idx.min() < 0 or idx.max() >= len(x)):
         raise LogitscopeError(f"Sample indices must lie in [0, {len(x) - 1}].")
     return x[torch.as_tensor(idx)].numpy()
-
-
-def _batch_size(shape, device) -> int:
-    try:  # the attack batch size of the logits cache, when this version of core.logits defines it
-        from core.logits import eval_batch_size
-    except ImportError:  # pragma: no cover - older core.logits attacked everything in one batch of 512
-        return 512
-    return eval_batch_size(shape, device)
 
 
 @dataclass(frozen=True)
@@ -57,14 +50,15 @@ class Adversarial:
 
 
 def adversarial_example(model: nn.Module, data: DataSpec, attack: AttackSpec, eps: float, index: int,
-                        cached_logits: np.ndarray | None = None, device: str | torch.device = "cpu") -> Adversarial:
+                        cached_logits: np.ndarray | None = None, device: str | torch.device = "cpu",
+                        data_dir: str | None = None) -> Adversarial:
     """Recompute sample `index`'s PGD example at `eps` the way the logits cache computed it.
 
-    attack_grid attacks fixed batches of images with one random start per (seed, batch start, eps);
-    attacking that same batch with the same generator reproduces the example (samples do not
-    interact inside a batch: the model is in eval mode and the loss is a per-sample sum).
+    attack_grid attacks fixed batches of images; `attack_batch` on the same batch at this eps
+    reproduces the example (samples do not interact inside a batch: the model is in eval mode and
+    the loss is a per-sample sum).
     """
-    x, y = load_dataset(data.name).split(data)
+    x, y = load_dataset(data.name, data_dir).split(data)
     if not 0 <= index < len(x):
         raise LogitscopeError(f"Sample {index} does not exist: pick an index between 0 and {len(x) - 1}.")
     clean = x[index].numpy()
@@ -73,12 +67,10 @@ def adversarial_example(model: nn.Module, data: DataSpec, attack: AttackSpec, ep
         with torch.no_grad():
             z = model(x[index:index + 1].to(device)).float().cpu().numpy()[0]
         return Adversarial(index, 0.0, clean, clean.copy(), z, _same(z, cached_logits))
-    bs = _batch_size(x.shape[1:], device)
+    bs = eval_batch_size(x.shape[1:], device)
     start = (index // bs) * bs
     xb, yb = x[start:start + bs].to(device), y[start:start + bs].to(device)
-    gen = torch.Generator().manual_seed(hash((attack.seed, 0, start, round(float(eps) * 1e6))) % 2**62)
-    eps_t = torch.full((len(xb),), float(eps), dtype=xb.dtype, device=xb.device)
-    x_adv = pgd(model, xb, yb, attack, eps=eps_t, generator=[gen])[index - start:index - start + 1]
+    x_adv = attack_batch(model, xb, yb, attack, [float(eps)], start)[index - start:index - start + 1]
     with torch.no_grad():
         z = model(x_adv).float().cpu().numpy()[0]
     return Adversarial(index, float(eps), clean, x_adv[0].cpu().numpy(), z, _same(z, cached_logits))
@@ -88,7 +80,7 @@ def _same(z: np.ndarray, cached: np.ndarray | None) -> bool:
     return cached is not None and bool(np.allclose(z, cached, rtol=1e-4, atol=1e-4))
 
 
-def sample_logits(bundle: Bundle, names: Sequence[str], eps: float, idx: int) -> pd.DataFrame:
+def sample_logits(bundle: LogitSet, names: Sequence[str], eps: float, idx: int) -> pd.DataFrame:
     """One sample's logits for several models at one epsilon. Columns: model, class, logit, role."""
     if not 0 <= idx < len(bundle.labels):
         raise LogitscopeError(f"Sample {idx} does not exist: pick an index between 0 and {len(bundle.labels) - 1}.")

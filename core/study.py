@@ -7,6 +7,9 @@ key of their ModelSpec, so a recipe trained once is reused by every later run an
 
 from __future__ import annotations
 
+import json
+import math
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -15,12 +18,13 @@ import torch
 from filelock import FileLock
 from torch import nn
 
-from core.config import AttackSpec, DataSpec, DistillSpec, ModelSpec, TrainSpec, cache_dir
+from core.config import NORMS, AttackSpec, DataSpec, DistillSpec, ModelSpec, TrainSpec, cache_dir
 from core.data import dataset_folder, dataset_scheme, load_dataset
 from core.distill import MANIPULATIONS
 from core.errors import LogitscopeError
 from core.logits import get_or_compute
-from core.models import build_model, load_checkpoint, save_checkpoint
+from core.models import build_model, checkpoint_ok, load_checkpoint, save_checkpoint
+from core.storage import cache_lock, safe_part
 from core.train import CancelFn, ProgressFn, train
 
 
@@ -97,6 +101,23 @@ def hyper(dataset: str) -> Hyper:
                           "or your own data as npz:<path> or folder:<path>.")
 
 
+def eps_grid(dataset: str, norm: str = "linf", data_dir: str | None = None) -> tuple[float, ...]:
+    """The evaluation epsilons of a dataset for a norm (pixel units; 0 is clean).
+
+    Linf uses the dataset's grid. L2 scales it by half the square root of the input size: the L2
+    ball of radius eps * sqrt(d) / 2 holds a quarter of the Linf ball's corner, a budget of the same
+    order of strength (for CIFAR-10 this maps Linf 8/255 to L2 0.9, near the usual 0.5).
+    """
+    if norm not in NORMS:
+        raise LogitscopeError(f"Unknown norm {norm!r}: use one of {', '.join(NORMS)}.")
+    grid = hyper(dataset).eps_grid
+    if norm == "linf":
+        return tuple(float(e) for e in grid)
+    c, h, w = load_dataset(dataset, data_dir).shape
+    scale = math.sqrt(c * h * w) / 2
+    return tuple(float(f"{e * scale:.2g}") for e in grid)
+
+
 def eval_attack(dataset: str, norm: str = "linf", steps: int | None = None, seed: int = 0) -> AttackSpec:
     """The evaluation attack; its eps is a placeholder set per grid point."""
     return AttackSpec(norm=norm, eps=0.0, steps=hyper(dataset).eval_steps if steps is None else steps, seed=seed)
@@ -105,13 +126,22 @@ def eval_attack(dataset: str, norm: str = "linf", steps: int | None = None, seed
 @dataclass(frozen=True)
 class Recipe:
     name: str                      # unique within a study, e.g. "pgd-at" or "student:pgd-at:shuffle_nonmax"
-    role: str                      # "standard" | "adversarial" | "student"
+    role: str                      # "standard" | "adversarial" | "student" | "zoo" (RobustBench, nothing to train)
     spec: ModelSpec
     teacher: "Recipe | None" = None
+    model_key: str | None = None   # the cache key when it is not the spec's (zoo models: zoo_model_key)
 
     @property
     def key(self) -> str:
-        return self.spec.key()
+        return self.model_key or self.spec.key()
+
+    @property
+    def zoo(self) -> tuple[str, str, str] | None:
+        """(zoo dataset, threat, name) of a RobustBench model, else None."""
+        if self.role != "zoo":
+            return None
+        _, ds, threat, name = self.spec.arch.split(":", 3)
+        return ds, threat, name
 
     @property
     def manipulation(self) -> str | None:
@@ -166,20 +196,86 @@ def default_recipes(dataset: str = "digits", seed: int = 0, arch: str | None = N
     return teachers + students
 
 
+def zoo_recipe(name: str, dataset: str = "cifar10", threat: str = "Linf") -> Recipe:
+    """A RobustBench model (`core.zoo`) as a recipe: nothing to train, logits cached under zoo_model_key.
+
+    Its name in the app is "rb:<name>" ("rb:<threat>:<name>" for threats other than Linf).
+    """
+    from core.zoo import logitscope_dataset, zoo_model_key
+
+    label = f"rb:{name}" if threat == "Linf" else f"rb:{threat}:{name}"
+    spec = ModelSpec(f"robustbench:{dataset}:{threat}:{name}", logitscope_dataset(dataset), TrainSpec())
+    return Recipe(label, "zoo", spec, model_key=zoo_model_key(dataset, threat, name))
+
+
+def _evaluated_path() -> Path:
+    return cache_dir() / "models" / "robustbench" / "evaluated.json"
+
+
+def evaluated_zoo(dataset: str | None = None) -> list[dict]:
+    """Zoo models whose logits `python -m core precompute --zoo` computed into this cache.
+
+    Each is {"dataset" (the zoo's), "threat", "name", "key", "output_kind"} ("logits", "probabilities",
+    "log-probabilities", or None before the model was loaded); `dataset` keeps those whose test images
+    are that Logitscope dataset's.
+    """
+    from core.zoo import LOGITSCOPE_DATASETS
+
+    path = _evaluated_path()
+    if not path.is_file():
+        return []
+    try:
+        items = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise LogitscopeError(f"{path} is unreadable ({type(exc).__name__}): delete it and run precompute "
+                              "--zoo again.") from exc
+    return [e for e in items if dataset is None or LOGITSCOPE_DATASETS.get(e.get("dataset")) == dataset]
+
+
+def remember_zoo(dataset: str, threat: str, name: str, output_kind: str | None = None) -> None:
+    """Add (or update) a zoo model in the list of evaluated ones, which the app's model pickers offer."""
+    from core.zoo import zoo_model_key
+
+    path = _evaluated_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = zoo_model_key(dataset, threat, name)
+    with FileLock(str(path) + ".lock"):
+        items = evaluated_zoo()
+        old = next((e for e in items if e["key"] == key), {})
+        items = [e for e in items if e["key"] != key] + [{
+            "dataset": dataset, "threat": threat, "name": name, "key": key,
+            "output_kind": output_kind or old.get("output_kind")}]
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(items, indent=1))
+        os.replace(tmp, path)
+
+
+def zoo_recipes(dataset: str) -> list[Recipe]:
+    """Recipes of the zoo models evaluated on `dataset` in this cache."""
+    return [zoo_recipe(e["name"], e["dataset"], e["threat"]) for e in evaluated_zoo(dataset)]
+
+
 def checkpoint_path(recipe: Recipe) -> Path:
-    return cache_dir() / "models" / dataset_folder(recipe.spec.dataset) / f"{recipe.key}.pt"
+    folder = safe_part(dataset_folder(recipe.spec.dataset), "Dataset folder")
+    return cache_dir() / "models" / folder / safe_part(f"{recipe.key}.pt", "Model key")
 
 
 def is_trained(recipe: Recipe) -> bool:
-    return checkpoint_path(recipe).is_file()
+    """The checkpoint exists and is intact (zoo models count as trained: they are RobustBench's).
+
+    A corrupt or truncated checkpoint counts as untrained: it is reported once and trained again.
+    """
+    return recipe.role == "zoo" or checkpoint_ok(checkpoint_path(recipe))
 
 
 def ensure_model(recipe: Recipe, device: str | torch.device = "cpu", progress: ProgressFn | None = None,
                  cancel: CancelFn | None = None, data_dir: str | None = None,
                  on_start: Callable[[Recipe], None] | None = None) -> Path:
     """The recipe's checkpoint path, training it (and its teacher, first) if it is not cached."""
+    if recipe.zoo is not None:
+        raise LogitscopeError(f"{recipe.name} is a RobustBench model: it is downloaded, not trained.")
     path = checkpoint_path(recipe)
-    if path.is_file():
+    if checkpoint_ok(path):  # a corrupt or truncated file is reported once and trained again
         return path
     teacher_logits = None
     if recipe.teacher is not None:
@@ -187,9 +283,10 @@ def ensure_model(recipe: Recipe, device: str | torch.device = "cpu", progress: P
         data = DataSpec(recipe.spec.dataset, "train", recipe.spec.train.train_limit)  # what the student sees
         teacher_logits = get_or_compute(lambda: load_checkpoint(teacher_path, device), recipe.teacher.key, data,
                                         device=device, data_dir=data_dir).logits
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):  # two processes training the same recipe: the second waits
-        if path.is_file():
+    # Two processes (or sessions) training the same recipe: the second waits, then reuses the checkpoint;
+    # a cancelled job stops waiting. Training writes nothing until save_checkpoint's atomic rename.
+    with cache_lock(str(path) + ".lock", cancel):
+        if checkpoint_ok(path):
             return path
         if on_start is not None:
             on_start(recipe)
@@ -205,7 +302,29 @@ def ensure_model(recipe: Recipe, device: str | torch.device = "cpu", progress: P
     return path
 
 
+def model_source(recipe: Recipe, device: str | torch.device = "cpu", progress: ProgressFn | None = None,
+                 cancel: CancelFn | None = None, data_dir: str | None = None,
+                 on_start: Callable[[Recipe], None] | None = None) -> Callable[[], nn.Module]:
+    """A loader of the recipe's model for `core.logits.get_grid`, called only on a cache miss.
+
+    Local recipes are trained first if missing (see `ensure_model`); zoo models download on first load.
+    """
+    if recipe.zoo is not None:
+        from core.zoo import zoo_source
+
+        ds, threat, name = recipe.zoo
+        return zoo_source(name, ds, threat, device)
+    path = ensure_model(recipe, device, progress, cancel, data_dir, on_start)
+    return lambda: load_checkpoint(path, device)
+
+
 def load_model(recipe: Recipe, device: str | torch.device = "cpu") -> nn.Module:
+    """The recipe's model (a zoo model is downloaded if needed); raises if a local one is not trained."""
+    if recipe.zoo is not None:
+        from core.zoo import load_zoo_model
+
+        ds, threat, name = recipe.zoo
+        return load_zoo_model(name, ds, threat, device)
     path = checkpoint_path(recipe)
     if not path.is_file():
         raise LogitscopeError(f"Model {recipe.name!r} is not trained yet: train it first.")

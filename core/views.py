@@ -4,7 +4,7 @@ Pages stay thin: they turn widgets into a `Selection` plus a few parameters and 
 here (through a cached wrapper). Everything reads the logits cache and never trains or attacks:
 `core.prepare` does that, in the background, before a page asks.
 
-The central object is `Bundle`: every selected model's logits at every epsilon of the grid, as
+The central object is `LogitSet`: every selected model's logits at every epsilon of the grid, as
 numpy arrays, so that moving epsilon or changing the quantity is a slice, not a recomputation.
 """
 
@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 
 from core import analysis
-from core.config import AttackSpec, DataSpec, NORMS
+from core.config import AttackSpec, DataSpec
 from core.data import load_dataset
 from core.errors import LogitscopeError
 from core.logits import get_grid
-from core.study import Recipe, default_recipes, eval_attack, hyper
+from core.study import Recipe, default_recipes, eps_grid, eval_attack, hyper, zoo_recipes
 
 QUANTITY_LABELS = {
     "max_logit": "max logit", "logit_gap": "logit gap (max - second)", "margin": "margin (true - best other)",
@@ -40,6 +40,7 @@ class Selection:
     norm: str = "linf"
     steps: int = 20
     seed: int = 0
+    data_dir: str | None = None  # the app's data-folder setting (torchvision files, relative own-data paths)
 
     def attack(self) -> AttackSpec:
         return eval_attack(self.dataset, self.norm, self.steps)
@@ -49,36 +50,20 @@ class Selection:
         return DataSpec(self.dataset, "test", getattr(hyper(self.dataset), "eval_limit", None))
 
     def grid(self) -> tuple[float, ...]:
-        return eps_grid(self.dataset, self.norm)
-
-
-def eps_grid(dataset: str, norm: str = "linf") -> tuple[float, ...]:
-    """The evaluation epsilons of a dataset for a norm (pixel units; 0 is clean).
-
-    Linf uses the dataset's grid. L2 scales it by half the square root of the input size: the L2
-    ball of radius eps * sqrt(d) / 2 holds a quarter of the Linf ball's corner, a budget of the same
-    order of strength (for CIFAR-10 this maps Linf 8/255 to L2 0.9, near the usual 0.5).
-    """
-    if norm not in NORMS:
-        raise LogitscopeError(f"Unknown norm {norm!r}: use one of {', '.join(NORMS)}.")
-    grid = hyper(dataset).eps_grid
-    if norm == "linf":
-        return tuple(float(e) for e in grid)
-    c, h, w = load_dataset(dataset).shape
-    scale = math.sqrt(c * h * w) / 2
-    return tuple(float(f"{e * scale:.2g}") for e in grid)
+        return eps_grid(self.dataset, self.norm, self.data_dir)
 
 
 def catalog(dataset: str, seed: int = 0, extra: Sequence[Recipe] = ()) -> dict[str, Recipe]:
-    """Every model the app can show for a dataset: the default study, then `extra` (lab runs)."""
+    """Every model the app can show for a dataset: the default study, the zoo models evaluated into this
+    cache (`python -m core precompute --zoo`), then `extra` (lab runs)."""
     out = {r.name: r for r in default_recipes(dataset, seed)}
-    for r in extra:
+    for r in [*zoo_recipes(dataset), *extra]:
         out.setdefault(r.name, r)
     return out
 
 
 @dataclass(frozen=True)
-class Bundle:
+class LogitSet:
     """Logits of several models over an epsilon grid, on one data split.
 
     logits[name] has shape (E, N, K): E epsilons (in `eps` order), N samples, K classes.
@@ -109,8 +94,8 @@ def _not_computed(name: str):
     return fail
 
 
-def load_bundle(recipes: dict[str, Recipe], data: DataSpec, attack: AttackSpec,
-                grid: Sequence[float]) -> Bundle:
+def load_logit_set(recipes: dict[str, Recipe], data: DataSpec, attack: AttackSpec, grid: Sequence[float],
+                   data_dir: str | None = None) -> LogitSet:
     """Read the cached logits of the named recipes over the grid (raises if any entry is missing)."""
     if not recipes:
         raise LogitscopeError("No models selected: pick at least one model in the sidebar.")
@@ -120,10 +105,10 @@ def load_bundle(recipes: dict[str, Recipe], data: DataSpec, attack: AttackSpec,
         records = get_grid(_not_computed(name), r.key, data, attack, eps)
         logits[name] = np.stack([records[e].logits.numpy() for e in eps]).astype(np.float32)
         labels = records[eps[0]].labels.numpy().astype(np.int64)
-    return Bundle(tuple(recipes), eps, labels, logits, load_dataset(data.name).classes)
+    return LogitSet(tuple(recipes), eps, labels, logits, load_dataset(data.name, data_dir).classes)
 
 
-def sample_table(bundle: Bundle) -> pd.DataFrame:
+def sample_table(bundle: LogitSet) -> pd.DataFrame:
     """Per-sample statistics of every model at every epsilon, long format.
 
     Columns: model, eps, idx, label, pred, correct and analysis.QUANTITIES.
@@ -149,7 +134,7 @@ def _group(labels: np.ndarray, correct: np.ndarray, split: str, classes: Sequenc
     return np.full(len(labels), "all")
 
 
-def quantity_values(bundle: Bundle, table: pd.DataFrame, eps: float, quantity: str,
+def quantity_values(bundle: LogitSet, table: pd.DataFrame, eps: float, quantity: str,
                     split: str = "none") -> pd.DataFrame:
     """The values of a quantity per model at one epsilon, with the group each belongs to.
 
@@ -177,7 +162,7 @@ def quantity_values(bundle: Bundle, table: pd.DataFrame, eps: float, quantity: s
     return out
 
 
-def value_range(bundle: Bundle, table: pd.DataFrame, quantity: str) -> tuple[float, float]:
+def value_range(bundle: LogitSet, table: pd.DataFrame, quantity: str) -> tuple[float, float]:
     """A range covering the quantity at every epsilon (0.5 and 99.5 percentiles), for fixed axes."""
     if quantity == "logits":
         v = np.concatenate([z.reshape(-1) for z in bundle.logits.values()])
@@ -255,7 +240,7 @@ def summary(values: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def distribution(bundle: Bundle, table: pd.DataFrame, eps: float, quantity: str, split: str = "none",
+def distribution(bundle: LogitSet, table: pd.DataFrame, eps: float, quantity: str, split: str = "none",
                  bins: int = 40) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Everything the distributions page redraws when epsilon or the quantity moves.
 

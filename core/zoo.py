@@ -284,6 +284,11 @@ def load_zoo_model(name: str, dataset: str = "cifar10", threat: str = "Linf", de
     Raises LogitscopeError when the name is unknown, the download fails (saying where to put the file
     by hand), or a file at the checkpoint path is not a checkpoint (it is removed first).
     """
+    from core import demo
+
+    if demo.active():  # checked first: importing RobustBench alone costs a small host hundreds of MB
+        raise LogitscopeError(f"The hosted demo does not load RobustBench models ({name}): their logits come from "
+                              "the bundle. Run the app locally to use the model itself.")
     entry = find_entry(name, dataset, threat)
     rb = import_robustbench()
     root = Path(root) if root is not None else model_dir()

@@ -19,11 +19,12 @@ from core import jobs, lab, overview, prepare, samples, toy, views
 from core.config import cache_dir, stable_key
 from core.data import DATASETS
 from core.errors import LogitscopeError
-from core.study import HYPER, Recipe, hyper, load_model
+from core.study import HYPER, Recipe, eps_grid, hyper, load_model
+from pages import _data as data
 from pages import _state as state
 from pages import _waiting as waiting
 
-SIDEBAR_PARAMS = ("ds", "m", "norm", "steps", "eps")
+SIDEBAR_PARAMS = ("ds", "m", "norm", "steps", "eps", "dd")
 
 
 @contextmanager
@@ -44,6 +45,7 @@ class Ctx:
     eps: float
     catalog: dict[str, Recipe]
     lab_names: tuple[str, ...]
+    demo: object | None = None  # the core.demo.Demo being served, or None
 
     def recipes(self, names: Sequence[str] | None = None) -> dict[str, Recipe]:
         return {n: self.catalog[n] for n in (self.sel.models if names is None else names)}
@@ -67,32 +69,62 @@ def _use_navigation() -> None:
 
 def datasets() -> list[str]:
     names = [d for d in DATASETS if d in HYPER]
-    return sorted(names, key=lambda d: (d != "digits", d))
+    return sorted(names, key=lambda d: (d != "digits", d)) + data.own_names()
+
+
+def _dataset_parser(options: Sequence[str], data_dir: str | None):
+    """One of the options, or own data ("npz:...", "folder:...") that opens (in its canonical form)."""
+    known, own = state.choice(options), data.own_parser(data_dir)
+
+    def parse(text: str):
+        v = known(text)
+        if v is None and (v := own(text)) is not None and v not in data.own_names():
+            data.own_names().append(v)
+        return v
+    return parse
+
+
+def _ready(catalog: dict[str, Recipe], ds: str, norm: str, steps: int) -> dict[str, Recipe]:
+    """The demo's models: those whose logits the bundle holds (nothing else can be computed there)."""
+    sel = views.Selection(ds, norm=norm, steps=steps)
+    return {n: r for n, r in catalog.items() if not prepare.missing([r], sel.data(), sel.attack(), sel.grid())}
 
 
 def sidebar(page_params: Sequence[str] = ()) -> Ctx:
     """Render the shared sidebar and return what it chose; starts the first-run training if needed."""
+    demo = data.demo()  # first: in the demo it points the cache at the bundle
     _use_navigation()
     state.keep_only((*SIDEBAR_PARAMS, *page_params))
     with guard(), st.sidebar:
         st.subheader("What to compare")
-        ds = st.selectbox("Dataset", datasets(), **state.bind("ds", "digits", state.choice(datasets())),
-                          help="The dataset whose models and test images every page shows.")
+        ds_box = st.container()
+        data_dir = data.source_settings(demo)
+        options = [demo.dataset] if demo else datasets()
+        parse = state.choice(options) if demo else _dataset_parser(options, data_dir)
+        state.value("ds", options[0], parse)  # own data from a link joins the options here
+        options = [demo.dataset] if demo else datasets()
+        with ds_box:
+            ds = st.selectbox("Dataset", options, **state.bind("ds", options[0], parse),
+                              help="The dataset whose models and test images every page shows. Add your own "
+                                   "data below.", disabled=demo is not None)
         runs = lab.run_recipes(ds)
         catalog = views.catalog(ds, extra=runs)
+        if demo:
+            catalog = _ready(catalog, ds, demo.norm, demo.steps)
         names = list(catalog)
-        models = st.multiselect("Models", names, **state.bind("m", ["standard", "pgd-at"],
-                                                                 state.several(names)),
+        default = [n for n in ("standard", "pgd-at") if n in names] or names[:2]
+        models = st.multiselect("Models", names, **state.bind("m", default, state.several(names)),
                                 help="Two or more models to compare. Lab runs appear here once trained.")
-        st.caption("Attack used to evaluate (PGD)")
+        st.caption("Attack used to evaluate (PGD)" + (": fixed by the demo's bundle" if demo else ""))
         c1, c2 = st.columns(2)
-        norm = c1.radio("Norm", ["linf", "l2"], horizontal=True, **state.bind("norm", "linf",
-                                                                                state.choice(["linf", "l2"])),
-                        format_func=lambda n: {"linf": "Linf", "l2": "L2"}[n])
-        steps = c2.number_input("Steps", 1, 200, step=1, **state.bind(
-            "steps", hyper(ds).eval_steps, state.number(1, 200, integer=True)),
+        norms = [demo.norm] if demo else ["linf", "l2"]
+        norm = c1.radio("Norm", ["linf", "l2"], horizontal=True, **state.bind("norm", norms[0], state.choice(norms)),
+                        format_func=lambda n: {"linf": "Linf", "l2": "L2"}[n], disabled=demo is not None)
+        lo, hi = (demo.steps, demo.steps) if demo else (1, 200)
+        steps = c2.number_input("Steps", 1, 200, step=1, disabled=demo is not None, **state.bind(
+            "steps", demo.steps if demo else hyper(ds).eval_steps, state.number(lo, hi, integer=True)),
             help="PGD iterations; more is a stronger attack and a longer first computation.")
-        grid = views.eps_grid(ds, norm)
+        grid = eps_grid(ds, norm, data_dir)
         eps = st.select_slider("Epsilon", grid, **state.bind("eps", grid[min(2, len(grid) - 1)],
                                                               state.on_grid(grid)),
                                format_func=lambda e: f"{e:g}",
@@ -100,9 +132,10 @@ def sidebar(page_params: Sequence[str] = ()) -> Ctx:
                                     "its logits from the cache at this epsilon.")
         if state.ignored():
             st.caption("Ignored link settings: " + ", ".join(f"{k}={v}" for k, v in state.ignored().items()))
-        sel = views.Selection(ds, tuple(models), norm, int(steps))
-        ctx = Ctx(sel, float(eps), catalog, tuple(r.name for r in runs))
-        waiting.bootstrap(sel, [catalog[n] for n in sel.models])
+        sel = views.Selection(ds, tuple(models), norm, int(steps), data_dir=data_dir)
+        ctx = Ctx(sel, float(eps), catalog, tuple(r.name for r in runs), demo)
+        if demo is None:
+            waiting.bootstrap(sel, [catalog[n] for n in sel.models])
         waiting.sidebar_jobs()
     return ctx
 
@@ -131,31 +164,31 @@ def need_models(ctx: Ctx, n: int = 1) -> None:
 
 # --- cached core calls ----------------------------------------------------------------------------
 
-def _bundle_key(ctx: Ctx, names: Sequence[str]) -> str:
+def _logit_set_key(ctx: Ctx, names: Sequence[str]) -> str:
     sel = ctx.sel
     return stable_key({"models": [(n, ctx.catalog[n].key) for n in names], "ident": waiting.ident(sel)})
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
-def _bundle(key: str, _recipes: dict, _sel: views.Selection) -> views.Bundle:
-    return views.load_bundle(_recipes, _sel.data(), _sel.attack(), _sel.grid())
+def _logit_set(key: str, _recipes: dict, _sel: views.Selection) -> views.LogitSet:
+    return views.load_logit_set(_recipes, _sel.data(), _sel.attack(), _sel.grid(), _sel.data_dir)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _table(key: str, _bundle: views.Bundle) -> pd.DataFrame:
-    return views.sample_table(_bundle)
+def _table(key: str, _logits: views.LogitSet) -> pd.DataFrame:
+    return views.sample_table(_logits)
 
 
-def bundle(ctx: Ctx, names: Sequence[str] | None = None) -> tuple[str, views.Bundle, pd.DataFrame]:
-    """(key, logits bundle, per-sample table) of the named models (default: the selection)."""
+def logit_set(ctx: Ctx, names: Sequence[str] | None = None) -> tuple[str, views.LogitSet, pd.DataFrame]:
+    """(key, logit set, per-sample table) of the named models (default: the selection)."""
     names = list(ctx.sel.models if names is None else names)
-    key = _bundle_key(ctx, names)
-    b = _bundle(key, ctx.recipes(names), ctx.sel)
+    key = _logit_set_key(ctx, names)
+    b = _logit_set(key, ctx.recipes(names), ctx.sel)
     return key, b, _table(key, b)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def distribution(key: str, eps: float, quantity: str, split: str, _b: views.Bundle, _t: pd.DataFrame):
+def distribution(key: str, eps: float, quantity: str, split: str, _b: views.LogitSet, _t: pd.DataFrame):
     return views.distribution(_b, _t, eps, quantity, split)
 
 
@@ -180,21 +213,29 @@ def model(key: str, _recipe: Recipe):
 def adversarial(key: str, eps: float, index: int, _recipe: Recipe, _sel: views.Selection,
                 _cached) -> samples.Adversarial:
     return samples.adversarial_example(model(_recipe.key + str(cache_dir()), _recipe), _sel.data(), _sel.attack(),
-                                       eps, index, _cached)
+                                       eps, index, _cached, data_dir=_sel.data_dir)
 
 
-def sample_detail(ctx: Ctx, b: views.Bundle, names: Sequence[str], eps: float, idx: int) -> dict:
-    """The clean image, each model's adversarial example and the sample's logits (for the bars)."""
-    out = {"clean": images(ctx.sel.dataset, (idx,))[0], "logits": samples.sample_logits(b, names, eps, idx)}
+def sample_detail(ctx: Ctx, b: views.LogitSet, names: Sequence[str], eps: float, idx: int) -> dict:
+    """The clean image, each model's adversarial example and the sample's logits (for the bars).
+
+    A model whose weights are not at hand (a zoo model in the demo, a checkpoint left out of a
+    bundle) has None instead of its adversarial example, and `missing[name]` says why.
+    """
+    out = {"clean": images(ctx.sel.dataset, (idx,), ctx.sel.data_dir)[0],
+           "logits": samples.sample_logits(b, names, eps, idx), "missing": {}}
     for n in names:
         r = ctx.catalog[n]
-        out[n] = adversarial(f"{r.key}:{waiting.ident(ctx.sel)}", eps, idx, r, ctx.sel, b.at(n, eps)[idx])
+        try:
+            out[n] = adversarial(f"{r.key}:{waiting.ident(ctx.sel)}", eps, idx, r, ctx.sel, b.at(n, eps)[idx])
+        except LogitscopeError as exc:
+            out[n], out["missing"][n] = None, str(exc)
     return out
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def images(dataset: str, indices: tuple[int, ...]):
-    return samples.images(views.Selection(dataset).data(), indices)
+def images(dataset: str, indices: tuple[int, ...], data_dir: str | None = None):
+    return samples.images(views.Selection(dataset).data(), indices, data_dir)
 
 
 def model_table(ctx: Ctx) -> pd.DataFrame:
@@ -220,7 +261,7 @@ def toy_sweep(n_classes: int, separation: float, noise: float, seed: int,
     return toy.sweep(toy.ToySpec(n_classes=n_classes, separation=separation, noise=noise, seed=seed), eps_values)
 
 
-def embedding_job(key: str, b: views.Bundle, eps: float,
+def embedding_job(key: str, b: views.LogitSet, eps: float,
                   n_neighbors: int) -> tuple[pd.DataFrame | None, jobs.Job | None]:
     """The UMAP map if cached, else the background job computing it."""
     found = emb.cached_embedding(b, eps, n_neighbors)
@@ -292,7 +333,13 @@ def start_lab(spec: lab.LabSpec, sel: views.Selection) -> jobs.Job:
     """Submit a lab run (validating its spec first, so bad settings fail here with a message)."""
     student = spec.recipe()
     attack, grid = sel.attack(), sel.grid()
-    return jobs.submit(lab_job_key(spec, attack), lambda jc: lab.run(jc, spec, attack, grid),
+    if data.demo() is not None:  # the demo's limits: small data, few epochs, one job at a time, bundled teachers
+        from core.demo import check_lab
+        from core.study import is_trained
+
+        check_lab(data.demo(), spec.epochs, is_trained(spec.teacher_recipe()),
+                  any(j.key != lab_job_key(spec, attack) for j in jobs.active()))
+    return jobs.submit(lab_job_key(spec, attack), lambda jc: lab.run(jc, spec, attack, grid, data_dir=sel.data_dir),
                        f"Distilling {student.name}",
                        meta={"kind": "lab", "ident": waiting.ident(sel), "covers": frozenset({student.key})})
 
@@ -324,7 +371,7 @@ def lab_comparison_names(ctx: Ctx, spec: lab.LabSpec) -> list[str] | None:
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def order_agreement(key: str, teacher: str, students: Sequence[str], _b: views.Bundle) -> pd.DataFrame:
+def order_agreement(key: str, teacher: str, students: Sequence[str], _b: views.LogitSet) -> pd.DataFrame:
     return lab.agreement_frame(_b.at(teacher, 0.0), {n: _b.at(n, 0.0) for n in students}, _b.labels)
 
 

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import streamlit as st
 
-from core import jobs, prepare, views
+from core import demo, jobs, prepare, views
 from core.config import cache_dir, stable_key
 from core.study import Recipe, default_recipes, is_trained
 
@@ -29,7 +29,8 @@ def start_prepare(sel: views.Selection, recipes: Sequence[Recipe], label: str, r
     data, attack, grid = sel.data(), sel.attack(), sel.grid()
     key = prepare.job_key(recipes, data, attack, grid)
     meta = {"kind": "prepare", "ident": ident(sel), "covers": frozenset(r.key for r in recipes)}
-    return jobs.submit(key, lambda ctx: prepare.prepare(ctx, list(recipes), data, attack, grid), label,
+    return jobs.submit(key, lambda ctx: prepare.prepare(ctx, list(recipes), data, attack, grid,
+                                                       data_dir=sel.data_dir), label,
                        restart=restart, meta=meta)
 
 
@@ -118,9 +119,13 @@ def require(sel: views.Selection, recipes: Sequence[Recipe]) -> None:
     label = f"Preparing {', '.join(r.name for r in recipes)}"
     keys = {n.recipe.key for n in needs}
     job = _covering(sel, keys, active_only=True)
+    if job is None and demo.active():  # the demo computes nothing but lab runs
+        st.caption("This hosted demo shows only what its bundle holds and does not train or attack models: pick "
+                   "other models in the sidebar.")
+        st.stop()
     if job is None:
         last = _covering(sel, keys, active_only=False)
-        only_logits = all(n.what == "logits" for n in needs)
+        only_logits = all(n.what == "logits" and n.recipe.zoo is None for n in needs)  # zoo: a download first
         if last is not None and last.status in (jobs.FAILED, jobs.CANCELLED):
             job = last
         elif sel.dataset in AUTO_TRAIN or only_logits:

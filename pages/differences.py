@@ -14,7 +14,7 @@ st.markdown("Finding 2: adversarially-trained and standard models disagree on **
 with ui.guard():
     ui.need_models(ctx, 2)
     ui.require(ctx)
-    key, bundle, table = ui.bundle(ctx)
+    key, bundle, table = ui.logit_set(ctx)
     models = list(ctx.sel.models)
     eps = ctx.eps
 
@@ -53,7 +53,7 @@ with ui.guard():
 
     def image_row(rows, title: str, side: str) -> None:
         st.markdown(title)
-        thumbs = ui.images(ctx.sel.dataset, tuple(int(i) for i in rows["idx"]))
+        thumbs = ui.images(ctx.sel.dataset, tuple(int(i) for i in rows["idx"]), ctx.sel.data_dir)
         cols = st.columns(len(rows))
         for j, (col, (_, r)) in enumerate(zip(cols, rows.iterrows())):
             cls = bundle.classes
@@ -75,6 +75,9 @@ with ui.guard():
     cols[0].image(charts.to_display(detail["clean"], 112), caption=f"clean · label {label}", width=112)
     for j, name in enumerate([a, b]):
         adv = detail[name]
+        if adv is None:  # no weights at hand (a zoo model in the hosted demo): the cached logits only
+            cols[1 + 2 * j].caption(f"No attacked image for {name}: {detail['missing'][name]}")
+            continue
         pred = bundle.classes[int(adv.logits.argmax())]
         cols[1 + 2 * j].image(charts.to_display(adv.adversarial, 112), width=112,
                               caption=f"attacked for {name}: predicts {pred}")
@@ -82,9 +85,9 @@ with ui.guard():
                               caption=f"perturbation (red +, blue -, amplified to ±{eps:g})")
     if eps == 0:
         st.caption("Epsilon is 0: the images are the clean ones. Raise epsilon in the sidebar to see the attacks.")
-    elif not all(detail[m].exact for m in (a, b)):
+    elif not all(detail[m].exact for m in (a, b) if detail[m] is not None):
         st.caption("The recomputed attack does not match the cached logits exactly (the cache came from another "
-                   "code version); the bars show the cached logits.")
+                   "code version or device, e.g. a GPU's larger batches); the bars show the cached logits.")
     st.altair_chart(charts.logit_bars(detail["logits"], [a, b]), width="stretch")
     st.download_button("Download the per-sample confidences (CSV)", lambda: pairs.to_csv(index=False).encode(),
                        file_name=f"logitscope-{a}-vs-{b}-eps{eps:g}.csv", mime="text/csv",

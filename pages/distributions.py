@@ -15,7 +15,7 @@ st.markdown("Finding 1: adversarial training shrinks the **max logit** and the *
 with ui.guard():
     ui.need_models(ctx, 1)
     ui.require(ctx)
-    key, bundle, table = ui.bundle(ctx)
+    key, bundle, table = ui.logit_set(ctx)
     models = list(ctx.sel.models)
 
     c1, c2 = st.columns([2, 3])

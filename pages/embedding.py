@@ -15,7 +15,7 @@ st.markdown("Each point is one test image as one model sees it: its whole logit 
 with ui.guard():
     ui.need_models(ctx, 1)
     ui.require(ctx)
-    key, bundle, table = ui.bundle(ctx)
+    key, bundle, table = ui.logit_set(ctx)
     models = list(ctx.sel.models)
 
     c1, c2, c3 = st.columns([3, 2, 1])
@@ -44,7 +44,7 @@ with ui.guard():
         st.markdown(f"**{len(chosen)} points selected**")
         st.dataframe(ui.selection_summary(chosen), hide_index=True)
         shown = chosen.head(48)
-        thumbs = ui.images(ctx.sel.dataset, tuple(int(i) for i in shown["idx"]))
+        thumbs = ui.images(ctx.sel.dataset, tuple(int(i) for i in shown["idx"]), ctx.sel.data_dir)
         st.image(charts.thumbnails(thumbs, 64), width=64,
                  caption=[f"{r.model}: #{r.idx} {r.label}->{r.pred} ({r.confidence:.2f})" for r in shown.itertuples()])
         if len(chosen) > len(shown):

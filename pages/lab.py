@@ -5,7 +5,8 @@ import streamlit as st
 from core import charts, jobs, lab
 from core.distill import MANIPULATIONS
 from core.errors import LogitscopeError
-from core.study import hyper, teacher_recipes
+from core.demo import LAB_MAX_EPOCHS
+from core.study import hyper, is_trained, teacher_recipes
 from core.views import QUANTITY_LABELS
 from pages import _shared as ui
 from pages import _state as state
@@ -20,7 +21,10 @@ st.markdown("Finding 3: a student trained **only on clean images** to match an a
 
 with ui.guard():
     h = hyper(sel.dataset)
-    teachers = [r.name for r in teacher_recipes(sel.dataset)]
+    demo = ctx.demo
+    # the demo's teachers are the bundled ones; it distils few epochs, and only digits-sized data
+    teachers = [r.name for r in teacher_recipes(sel.dataset) if demo is None or is_trained(r)] or ["pgd-at"]
+    max_epochs = min(60, LAB_MAX_EPOCHS) if demo else 60
     left, right = st.columns(2)
     with left:
         teacher = st.selectbox("Teacher", teachers, **state.bind("teacher", "pgd-at" if "pgd-at" in teachers
@@ -38,14 +42,18 @@ with ui.guard():
         frac = st.slider("Fraction of samples manipulated", 0.0, 1.0, step=0.05,
                          **state.bind("frac", 1.0, state.number(0, 1)))
         c1, c2 = st.columns(2)
-        epochs = c1.slider("Epochs", 1, 60, step=1, **state.bind("epochs", int(h.epochs), state.number(1, 60, True)))
+        epochs = c1.slider("Epochs", 1, max_epochs, step=1, **state.bind("epochs", min(int(h.epochs), max_epochs),
+                                                                         state.number(1, max_epochs, True)))
         seed = c2.number_input("Seed", 0, 999, step=1, **state.bind("seed", 0, state.number(0, 999, True)))
 
     spec = lab.LabSpec(sel.dataset, teacher, manip, float(temperature), float(hard), float(frac), int(epochs),
                        int(seed))
     attack = sel.attack()
     job_key = ui.lab_job_key(spec, attack)
+    if demo is not None and not demo.live_lab:
+        st.caption("Live distillation is off in this hosted demo: its dataset is too large for its small host.")
     if st.button("Distill", type="primary", icon=":material/science:", key="distill",
+                 disabled=demo is not None and not demo.live_lab,
                  help="Trains the student in the background (seconds on digits) and evaluates it over the grid."):
         try:
             ui.start_lab(spec, sel)
@@ -65,7 +73,7 @@ with ui.guard():
         if names is None:
             st.info("Some models of the comparison are still being prepared; see the sidebar.")
         else:
-            key, bundle, table = ui.bundle(ctx, names)
+            key, bundle, table = ui.logit_set(ctx, names)
             r = row.iloc[-1]
             m1, m2, m3, m4 = st.columns(4)
             m1.metric("Clean accuracy", f"{r.clean_accuracy:.3f}")
@@ -83,7 +91,7 @@ with ui.guard():
                 q = st.selectbox("Logit statistic", [k for k in QUANTITY_LABELS if k != "logits"],
                                  format_func=QUANTITY_LABELS.get, **state.bind("lq", "max_logit",
                                                                                state.choice(QUANTITY_LABELS)))
-                pair_key, pair_bundle, pair_table = ui.bundle(ctx, [teacher, spec.name()])
+                pair_key, pair_bundle, pair_table = ui.logit_set(ctx, [teacher, spec.name()])
                 hist, _ = ui.distribution(pair_key, ctx.eps, q, "none", pair_bundle, pair_table)
                 st.altair_chart(charts.distribution_chart(hist, QUANTITY_LABELS[q], [teacher, spec.name()]),
                                 width="stretch")

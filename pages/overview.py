@@ -24,6 +24,14 @@ st.markdown(
     "per-sample confidence and the order of the incorrect classes. Manipulate them and measure. "
     "*(Distillation lab)*")
 
+if ctx.demo is not None:
+    from core.demo import DISABLED, LAB_MAX_EPOCHS
+
+    lab_note = (f"The distillation lab runs live, at most {LAB_MAX_EPOCHS} epochs and one run at a time."
+                if ctx.demo.live_lab else "The distillation lab shows the bundled runs only: live distillation is off.")
+    st.info(f"**This is a hosted demo** serving the bundle {ctx.demo.describe()}. Disabled here: "
+            f"{'; '.join(DISABLED)}. {lab_note} Run the app locally for everything else.", icon=":material/public:")
+
 with ui.guard():
     found = ui.findings(ctx)
     if found:
@@ -52,16 +60,23 @@ with ui.guard():
     untrained = [r for r in ctx.catalog.values() if not is_trained(r)]
     not_ready = [n for n, s in zip(table["model"], table["status"]) if s != "ready"]
     c1, c2 = st.columns(2)
-    if c1.button(f"Train missing models ({len(untrained)})", disabled=not untrained, icon=":material/model_training:",
+    demo = ctx.demo is not None
+    if c1.button(f"Train missing models ({len(untrained)})", disabled=demo or not untrained,
+                 icon=":material/model_training:", key="train_missing",
                  help="Trains every model above that is not trained yet, in the background."):
         ui.start_prepare(sel, untrained, f"Training {len(untrained)} missing models")
         st.rerun()
-    if c2.button(f"Compute missing logits ({len(not_ready)})", disabled=not not_ready, icon=":material/bolt:",
+    if c2.button(f"Compute missing logits ({len(not_ready)})", disabled=demo or not not_ready, icon=":material/bolt:",
+                 key="compute_missing",
                  help="Trains what is missing and attacks every model under the sidebar's attack settings."):
         ui.start_prepare(sel, [ctx.catalog[n] for n in not_ready], f"Preparing {len(not_ready)} models")
         st.rerun()
 
     st.subheader("Cache")
-    st.markdown(f"Everything computed lives in `{cache_dir()}` (set `LOGITSCOPE_CACHE` to move it). Deleting it is "
-                "always safe: the app recomputes what it needs, starting with the default models.")
+    if demo:
+        st.markdown(f"The demo reads a temporary copy of its bundle in `{cache_dir()}`; the bundle itself is never "
+                    "written. Lab runs of this session live there until the app stops.")
+    else:
+        st.markdown(f"Everything computed lives in `{cache_dir()}` (set `LOGITSCOPE_CACHE` to move it). Deleting it "
+                    "is always safe: the app recomputes what it needs, starting with the default models.")
     st.dataframe(ui.cache_summary(), hide_index=True)

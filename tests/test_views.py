@@ -13,13 +13,13 @@ from core.errors import LogitscopeError
 from core.study import default_recipes, eval_attack, hyper, load_model
 
 
-def _bundle() -> views.Bundle:
+def _bundle() -> views.LogitSet:
     """Two models, two epsilons, four samples, three classes; numbers chosen by hand."""
     labels = np.array([0, 1, 2, 0])
     a = np.array([[[4, 1, 0], [0, 3, 1], [0, 0, 2], [1, 2, 0]],      # eps 0: samples 0-2 right, 3 wrong
                   [[2, 1, 0], [1, 1.5, 1], [1, 0, 0.5], [0, 2, 0]]], dtype=np.float32)
     b = a / 2
-    return views.Bundle(("a", "b"), (0.0, 0.1), labels, {"a": a, "b": b}, ("0", "1", "2"))
+    return views.LogitSet(("a", "b"), (0.0, 0.1), labels, {"a": a, "b": b}, ("0", "1", "2"))
 
 
 def test_sample_table_and_accuracy_curve_by_hand():
@@ -113,7 +113,7 @@ def test_study_views_read_the_cache_fast(study_cache):
     sel = views.Selection()
     recipes = {r.name: r for r in default_recipes("digits")}
     assert prepare.missing(list(recipes.values()), sel.data(), sel.attack(), sel.grid()) == []
-    bundle = views.load_bundle({n: recipes[n] for n in sel.models}, sel.data(), sel.attack(), sel.grid())
+    bundle = views.load_logit_set({n: recipes[n] for n in sel.models}, sel.data(), sel.attack(), sel.grid())
     table = views.sample_table(bundle)
     views.distribution(bundle, table, 0.1, "max_logit")  # warm-up
     start = time.perf_counter()
@@ -133,7 +133,7 @@ def test_study_views_read_the_cache_fast(study_cache):
 def test_adversarial_example_reproduces_the_cached_logits(study_cache):
     sel = views.Selection()
     recipe = {r.name: r for r in default_recipes("digits")}["pgd-at"]
-    bundle = views.load_bundle({"pgd-at": recipe}, sel.data(), sel.attack(), sel.grid())
+    bundle = views.load_logit_set({"pgd-at": recipe}, sel.data(), sel.attack(), sel.grid())
     model = load_model(recipe)
     adv = samples.adversarial_example(model, sel.data(), sel.attack(), 0.1, 5, bundle.at("pgd-at", 0.1)[5])
     assert adv.exact
@@ -149,7 +149,7 @@ def test_embedding_is_cached_on_disk(tmp_path):
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(3), 20)
     logits = {m: rng.standard_normal((1, 60, 3)).astype(np.float32) + np.eye(3)[labels] * 3 for m in ("a", "b")}
-    bundle = views.Bundle(("a", "b"), (0.0,), labels, logits, ("0", "1", "2"))
+    bundle = views.LogitSet(("a", "b"), (0.0,), labels, logits, ("0", "1", "2"))
     assert embedding.cached_embedding(bundle, 0.0, 10) is None
     emb = embedding.compute_embedding(bundle, 0.0, 10)
     assert len(emb) == 120 and set(emb["model"]) == {"a", "b"} and np.isfinite(emb[["x", "y"]].to_numpy()).all()

@@ -1,0 +1,254 @@
+"""`python -m core precompute`: logits of chosen models over an epsilon grid, resumable after an interruption.
+
+The work is cut into units, and each unit lands in the cache as soon as it finishes:
+- training a missing local model (its checkpoint, through `core.study.ensure_model`);
+- one model at one epsilon on the evaluation split (one entry of `core.logits`);
+- on big splits (more than `CHUNK_IMAGES` images), one model at one epsilon on one chunk of images,
+  kept under cache/precompute/parts/ until the entry's last chunk is done and the chunks are joined.
+A re-run plans the same units and skips those whose files exist, so an interruption (Ctrl-C, a lost
+machine) costs at most the unit in progress. Chunks start at multiples of the attack batch size and
+seed their random starts by absolute image index (`attack_grid(first_index=...)`), so a joined entry
+is exactly what `core.logits.get_grid` computes in one pass, and what the app's pages recompute.
+
+Example:
+    >>> recipes = select_models("cifar10", "standard,pgd-at", zoo=["Wong2020Fast"])
+    >>> out = precompute("cifar10", recipes, device="cuda", progress=lambda what, f: print(what, f))
+    >>> len(out.computed), len(out.skipped)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from core import logits as cache
+from core.attacks import attack_grid
+from core.config import AttackSpec, DataSpec, cache_dir, check_eps
+from core.data import load_dataset
+from core.errors import Cancelled, LogitscopeError
+from core.study import (Recipe, default_recipes, eps_grid, eval_attack, fast_at_recipe, hyper, model_source,
+                        remember_zoo, zoo_recipe)
+from core.train import TrainProgress
+
+CHUNK_IMAGES = 1024  # images per unit on big splits: a few minutes of PGD-20 for a WideResNet on a CPU
+Progress = Callable[[str, float], None]  # (what runs now, fraction of it done)
+
+
+def eval_data(dataset: str) -> DataSpec:
+    """The split the app's pages read: the test split, cut to the dataset's evaluation limit."""
+    return DataSpec(dataset, "test", hyper(dataset).eval_limit)
+
+
+def local_recipes(dataset: str) -> dict[str, Recipe]:
+    """Local recipes by name: the default study plus fast AT."""
+    out = {r.name: r for r in default_recipes(dataset)}
+    fast = fast_at_recipe(dataset)
+    out[fast.name] = fast
+    return out
+
+
+def select_models(dataset: str, names: str | Sequence[str] = "all", zoo: Sequence[str] = (),
+                  threat: str = "Linf") -> list[Recipe]:
+    """Recipes for local model names ("all": the default study; "" or "none": no local model) and zoo names."""
+    from core.zoo import LOGITSCOPE_DATASETS, find_entry
+
+    known = local_recipes(dataset)
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    if list(names) == ["all"]:
+        chosen = list(default_recipes(dataset))
+    elif list(names) in ([], ["none"]):
+        chosen = []
+    else:
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise LogitscopeError(f"Unknown model(s) {', '.join(unknown)} for {dataset}: choose from "
+                                  f"{', '.join(known)}, or all.")
+        chosen = [known[n] for n in names]
+    if zoo:
+        zoo_ds = [z for z, ours in LOGITSCOPE_DATASETS.items() if ours == dataset]
+        if not zoo_ds:
+            raise LogitscopeError(f"RobustBench has no models for {dataset}: zoo models are evaluated on "
+                                  f"{', '.join(LOGITSCOPE_DATASETS.values())}.")
+        for name in zoo:
+            entry = find_entry(name, zoo_ds[0], threat)  # a clear error, with close names, for a typo
+            chosen.append(zoo_recipe(entry.name, entry.dataset, entry.threat))
+    if not chosen:
+        raise LogitscopeError("No models chosen: give --models (e.g. all) or --zoo NAME.")
+    return list({r.key: r for r in chosen}.values())
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One model at one epsilon on images [start, stop) of the split; `chunks` units make its entry."""
+
+    model: str
+    key: str
+    eps: float
+    start: int
+    stop: int
+    chunks: int
+    part: int = 0  # which chunk, 0-based
+
+    def describe(self) -> str:
+        where = "" if self.chunks == 1 else f", chunk {self.part + 1}/{self.chunks}"
+        return f"{self.model} at eps {self.eps:g}{where}"
+
+
+@dataclass
+class Outcome:
+    """What a precompute did: units computed now, units found in the cache, models trained now."""
+
+    data: DataSpec
+    attack: AttackSpec
+    grid: tuple[float, ...]
+    models: list[str]
+    computed: list[Unit] = field(default_factory=list)
+    skipped: list[Unit] = field(default_factory=list)
+    trained: list[str] = field(default_factory=list)
+
+
+def _entry_attack(attack: AttackSpec, eps: float) -> AttackSpec | None:
+    return None if eps == 0 else attack.at(eps)
+
+
+def plan(recipes: Sequence[Recipe], grid: Sequence[float], n_images: int, batch_size: int,
+         chunk_images: int = CHUNK_IMAGES) -> list[Unit]:
+    """Every unit, model by model, epsilon by epsilon; chunks are whole attack batches."""
+    chunk = max(batch_size, -(-chunk_images // batch_size) * batch_size)  # rounded up to whole batches
+    bounds = [(0, n_images)] if n_images <= chunk else [(s, min(s + chunk, n_images))
+                                                        for s in range(0, n_images, chunk)]
+    return [Unit(r.name, r.key, float(e), s, t, len(bounds), i) for r in recipes for e in grid
+            for i, (s, t) in enumerate(bounds)]
+
+
+def part_path(unit: Unit, data: DataSpec, attack: AttackSpec) -> Path:
+    """Where a finished chunk waits for its siblings."""
+    a = _entry_attack(attack, unit.eps)
+    name = f"{data.key()}-{'clean' if a is None else a.key()}"
+    return cache_dir() / "precompute" / "parts" / unit.key / name / f"{unit.start}-{unit.stop}.safetensors"
+
+
+def is_done(unit: Unit, data: DataSpec, attack: AttackSpec) -> bool:
+    """The unit's result is in the cache: its entry, or (for a chunk) its part."""
+    if cache.entry_path(unit.key, data, _entry_attack(attack, unit.eps)).is_file():
+        return True
+    return unit.chunks > 1 and part_path(unit, data, attack).is_file()
+
+
+def _save_part(path: Path, logits: torch.Tensor) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
+    os.close(fd)
+    try:
+        save_file({"logits": logits.contiguous()}, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _join(units: list[Unit], data: DataSpec, attack: AttackSpec, labels: torch.Tensor) -> bool:
+    """Join the chunks of one (model, eps) into its cache entry once all are there; True if it did."""
+    paths = [part_path(u, data, attack) for u in sorted(units, key=lambda u: u.start)]
+    if not all(p.is_file() for p in paths):
+        return False
+    try:
+        parts = [load_file(p)["logits"] for p in paths]
+    except (SafetensorError, OSError, KeyError):  # a part broken by a crash mid-write: recompute it next run
+        for p in paths:
+            p.unlink(missing_ok=True)
+        return False
+    u = units[0]
+    cache.put(u.key, data, _entry_attack(attack, u.eps), torch.cat(parts), labels)
+    shutil.rmtree(paths[0].parent, ignore_errors=True)
+    for folder in paths[0].parents[1:4]:  # <key>/, parts/, precompute/: removed when nothing else waits there
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+    return True
+
+
+def precompute(dataset: str, recipes: Sequence[Recipe], eps: Sequence[float] | None = None, norm: str = "linf",
+               steps: int | None = None, device: str | torch.device = "cpu", data_dir: str | None = None,
+               progress: Progress | None = None, cancel: Callable[[], bool] | None = None,
+               chunk_images: int = CHUNK_IMAGES) -> Outcome:
+    """Train what is missing and compute every unit not yet in the cache; see the module docstring.
+
+    `cancel` is polled before every unit and every training batch: returning True (or raising)
+    stops the run with Cancelled; finished units stay in the cache.
+    """
+    data, attack = eval_data(dataset), eval_attack(dataset, norm, steps)
+    grid = tuple(sorted({0.0, *(float(e) for e in (eps if eps is not None else eps_grid(dataset, norm, data_dir)))}))
+    for e in grid:
+        check_eps(e, norm)
+    x, y = load_dataset(dataset, data_dir).split(data)
+    batch = cache.eval_batch_size(x.shape[1:], device)
+    units = plan(recipes, grid, len(x), batch, chunk_images)
+    out = Outcome(data, attack, grid, [r.name for r in recipes])
+    report = progress or (lambda what, fraction: None)
+    stop = cancel or (lambda: False)
+    todo = [u for u in units if not is_done(u, data, attack)]  # for the progress labels: "unit 3/40"
+
+    def check() -> None:
+        if stop():
+            raise Cancelled("precompute cancelled; finished units stay in the cache.")
+
+    for r in recipes:
+        mine = [u for u in units if u.key == r.key]
+        pending = [u for u in mine if not is_done(u, data, attack)]
+        out.skipped += [u for u in mine if u not in pending]
+        if not pending:
+            if r.zoo is not None:
+                remember_zoo(*r.zoo)  # the app's model picker lists evaluated zoo models
+            continue
+        check()
+
+        training = {"name": r.name}  # a student's teacher trains first, under its own name
+
+        def on_start(t: Recipe, training: dict = training) -> None:
+            training["name"] = t.name
+            if t.name not in out.trained:
+                out.trained.append(t.name)
+
+        def on_train(p: TrainProgress, training: dict = training) -> None:
+            report(f"training {training['name']}", p.fraction)
+
+        source = model_source(r, device, on_train, stop, data_dir, on_start)
+        net: list[nn.Module] = []
+
+        def model() -> nn.Module:
+            if not net:
+                net.append(source().eval())
+                if r.zoo is not None:  # loaded (downloaded): listed from now on, with what it outputs
+                    remember_zoo(*r.zoo, output_kind=getattr(net[0], "output_kind", None))
+            return net[0]
+
+        for u in pending:
+            check()
+            label = f"unit {todo.index(u) + 1}/{len(todo)}: {u.describe()}"
+            report(label, 0.0)
+
+            def on_batch(b: int, n: int, label: str = label) -> None:
+                report(label, b / n)
+
+            if u.chunks == 1:
+                cache.get_grid(model, u.key, data, attack, [u.eps], device, on_batch=on_batch, data_dir=data_dir)
+            else:
+                computed = attack_grid(model(), x[u.start:u.stop].to(device), y[u.start:u.stop].to(device), attack,
+                                       [u.eps], batch_size=batch, on_batch=on_batch, first_index=u.start)
+                _save_part(part_path(u, data, attack), computed[u.eps])
+                _join([v for v in mine if v.eps == u.eps], data, attack, y.cpu())
+            out.computed.append(u)
+            report(label, 1.0)
+    return out

@@ -1,0 +1,200 @@
+"""Hosted-demo mode: the app serving a bundle through AppTest, read-only, with heavy work disabled."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import shutil
+import threading
+from functools import partial
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import bundle as B
+from core import data as core_data
+from core import demo as core_demo
+from core import jobs
+from core.errors import LogitscopeError
+
+PAGES = ["overview", "distributions", "differences", "lab", "embedding", "why"]
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def bundle_file(_study_dir, tmp_path_factory) -> Path:
+    """A digits bundle of the trained study, with its default UMAP maps (written once for this module)."""
+    cache = tmp_path_factory.mktemp("demo-src") / "cache"
+    shutil.copytree(_study_dir, cache, ignore=shutil.ignore_patterns("*.lock", "lab", "embeddings"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LOGITSCOPE_CACHE", str(cache))
+        return B.write_bundle("digits", tmp_path_factory.mktemp("demo") / "digits-bundle.zip").path
+
+
+@pytest.fixture
+def served(bundle_file, monkeypatch):
+    """LOGITSCOPE_DEMO points at the bundle; each test unpacks it afresh and leaves no job or dataset behind."""
+    jobs.clear()
+    monkeypatch.setenv(core_demo.ENV, str(bundle_file))
+    monkeypatch.setattr(core_demo, "_started", {})
+    monkeypatch.setattr(core_data, "_PROVIDED", {})
+    before = _sha(bundle_file)
+    yield bundle_file
+    jobs.clear()
+    for d in core_demo._started.values():
+        shutil.rmtree(d.cache, ignore_errors=True)
+    assert _sha(bundle_file) == before  # the bundle is never modified
+
+
+def open_page(page: str, query: dict | None = None) -> AppTest:
+    at = AppTest.from_file("../app.py", default_timeout=120)
+    for k, v in (query or {}).items():
+        at.query_params[k] = v
+    if page != "overview":
+        at.switch_page(f"pages/{page}.py")
+    return at.run()
+
+
+def wait_for_jobs(at: AppTest, seconds: float = 150) -> AppTest:
+    for job in jobs.active():
+        assert job.wait(seconds), f"{job.label} did not finish in {seconds} s"
+    return at.run()
+
+
+def texts(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [e.body for e in at.info] + [e.body for e in at.error]
+    parts += [e.body for e in at.warning] + [c.value for c in at.caption] + [t.value for t in at.title]
+    return "\n".join(str(p) for p in parts)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_from_the_bundle(served, page):
+    at = open_page(page)
+    if page == "embedding":  # the default map comes from the bundle: no UMAP fit on the small host
+        assert jobs.find(lambda j: j.key.startswith("umap:"), active_only=False) is None
+    at = wait_for_jobs(at)
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, [e.body for e in at.error]
+    assert "Waiting for" not in texts(at)
+    assert at.sidebar.selectbox(key="w.ds").disabled and at.sidebar.radio(key="w.norm").disabled
+    assert at.sidebar.text_input(key="w.dd").disabled and at.sidebar.text_input(key="w.own").disabled
+    assert at.sidebar.multiselect(key="w.m").value == ["standard", "pgd-at"]
+    if page == "embedding":
+        assert "Nothing selected yet" in texts(at)
+
+
+def test_the_overview_says_it_is_a_demo_and_training_is_off(served):
+    at = open_page("overview")
+    assert "This is a hosted demo" in texts(at) and "digits-bundle.zip" in texts(at)
+    assert "training missing models" in texts(at)
+    assert at.button(key="train_missing").disabled and at.button(key="compute_missing").disabled
+    assert set(at.dataframe[0].value["status"]) == {"ready"}
+    assert not jobs.active()  # no first-run training in the demo
+
+
+def test_a_tiny_lab_run_works_within_the_demo_limits(served):
+    at = open_page("lab")
+    assert at.slider(key="w.epochs").max == core_demo.LAB_MAX_EPOCHS
+    at.selectbox(key="w.manip").set_value("flatten_nonmax").run()
+    at.slider(key="w.epochs").set_value(1).run()
+    at.number_input(key="w.seed").set_value(5).run()
+    at.button(key="distill").click().run()
+    assert not at.exception and not at.error
+    at = wait_for_jobs(at)
+    assert not at.exception, [e.message for e in at.exception]
+    name = "lab:pgd-at:flatten_nonmax epochs=1 seed=5"
+    assert name in list(at.dataframe[-1].value["name"])
+    assert "Clean accuracy" in [m.label for m in at.metric]
+    assert name in at.sidebar.multiselect(key="w.m").options  # the run is offered like the bundled models
+
+
+def test_the_demo_limits_are_user_errors():
+    demo = core_demo.Demo(Path("b.zip"), Path("c"), {"dataset": "cifar10", "train_images": 0})
+    with pytest.raises(LogitscopeError, match="Live distillation is off"):
+        core_demo.check_lab(demo, 1, True, False)
+    demo = core_demo.Demo(Path("b.zip"), Path("c"), {"dataset": "digits", "train_images": 1437})
+    with pytest.raises(LogitscopeError, match=f"at most {core_demo.LAB_MAX_EPOCHS} epochs"):
+        core_demo.check_lab(demo, core_demo.LAB_MAX_EPOCHS + 1, True, False)
+    with pytest.raises(LogitscopeError, match="does not train teachers"):
+        core_demo.check_lab(demo, 1, False, False)
+    with pytest.raises(LogitscopeError, match="one job at a time"):
+        core_demo.check_lab(demo, 1, True, True)
+    core_demo.check_lab(demo, 1, True, False)
+
+
+def test_a_bundle_without_checkpoints_still_shows_its_logits(_study_dir, tmp_path, monkeypatch):
+    """Checkpoints over the size cap stay out of a bundle: the pages show logits, the lab says what is missing."""
+    cache = tmp_path / "src"
+    shutil.copytree(_study_dir, cache, ignore=shutil.ignore_patterns("*.lock", "lab", "embeddings"))
+    monkeypatch.setenv("LOGITSCOPE_CACHE", str(cache))
+    monkeypatch.setattr(B, "MAX_CHECKPOINT_MB", 0)
+    path = B.write_bundle("digits", tmp_path / "logits-only.zip", "standard,pgd-at", maps=False).path
+    assert not any(n.endswith(".pt") for n in B.read_manifest(path)["files"])
+    jobs.clear()
+    monkeypatch.setenv(core_demo.ENV, str(path))
+    monkeypatch.setattr(core_demo, "_started", {})
+    monkeypatch.setattr(core_data, "_PROVIDED", {})
+    try:
+        at = open_page("differences")
+        assert not at.exception, [e.message for e in at.exception]
+        assert "No attacked image for standard" in texts(at)
+        lab = open_page("lab")
+        lab.button(key="distill").click().run()
+        assert "does not train teachers" in texts(lab)
+        assert not jobs.active()
+    finally:
+        jobs.clear()
+
+
+def test_a_corrupt_bundle_stops_the_app_with_a_message(bundle_file, tmp_path, monkeypatch):
+    bad = tmp_path / "bad.zip"
+    blob = bytearray(bundle_file.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    bad.write_bytes(bytes(blob))
+    monkeypatch.setenv(core_demo.ENV, str(bad))
+    monkeypatch.setattr(core_demo, "_started", {})
+    at = open_page("overview")
+    assert not at.exception
+    assert "The hosted demo cannot start" in texts(at) and "not a usable Logitscope bundle" in texts(at)
+    monkeypatch.setenv(core_demo.ENV, str(tmp_path / "missing.zip"))
+    assert "no such file" in texts(open_page("overview"))
+
+
+def test_a_bundle_can_be_served_from_a_url(bundle_file, monkeypatch, tmp_path):
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    handler = partial(Quiet, directory=str(bundle_file.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(core_demo, "_started", {})
+    monkeypatch.setattr(core_demo, "_fetched", {})
+    monkeypatch.setattr(core_data, "_PROVIDED", {})
+    monkeypatch.setenv("LOGITSCOPE_CACHE", str(tmp_path / "before"))
+    try:
+        demo = core_demo.start(f"http://127.0.0.1:{server.server_address[1]}/{bundle_file.name}")
+        assert demo.dataset == "digits" and demo.live_lab
+        assert (demo.cache / "bundle.json").is_file() and Path(core_demo.os.environ["LOGITSCOPE_CACHE"]) == demo.cache
+        with pytest.raises(LogitscopeError, match="Could not download the demo bundle"):
+            core_demo.start(f"http://127.0.0.1:{server.server_address[1]}/nothing.zip")
+    finally:
+        server.shutdown()
+        for d in core_demo._started.values():
+            shutil.rmtree(d.cache, ignore_errors=True)
+
+
+def test_the_streamlit_secret_works_like_the_environment_variable(bundle_file, monkeypatch):
+    monkeypatch.setenv(core_demo.ENV, "")  # unset for the app; restored (removed) after the test
+    monkeypatch.setattr(core_demo, "_started", {})
+    monkeypatch.setattr(core_data, "_PROVIDED", {})
+    at = AppTest.from_file("../app.py", default_timeout=120)
+    at.secrets[core_demo.ENV] = str(bundle_file)
+    at.run()
+    assert not at.exception and "This is a hosted demo" in texts(at)
+    for d in core_demo._started.values():
+        shutil.rmtree(d.cache, ignore_errors=True)
