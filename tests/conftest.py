@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# The test models are tiny: one thread is as fast as two on a quiet machine, and many times faster
+# when other processes (a Streamlit server, a subprocess under test) compete for the cores.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

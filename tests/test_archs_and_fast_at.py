@@ -16,14 +16,7 @@ from core.errors import LogitscopeError
 from core.models import ARCHS, autocast, build_model, load_checkpoint, resolve_device, save_checkpoint
 from core.study import HYPER, OWN_DATA_HYPER, default_recipes, fast_at_recipe, hyper
 from core.train import fast_attack, train
-from tiny_formats import one_thread
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run faster on one thread (see tiny_formats.one_thread)."""
-    with one_thread():
-        yield
 
 
 @pytest.mark.parametrize("arch, shape", [("small_cnn", (1, 28, 28)), ("small_cnn", (3, 32, 32)),

@@ -9,14 +9,7 @@ import numpy as np
 import pytest
 
 from core.__main__ import main
-from tiny_formats import one_thread
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run faster on one thread (see tiny_formats.one_thread)."""
-    with one_thread():
-        yield
 
 
 def _usage_error(capsys, argv: list[str]) -> str:

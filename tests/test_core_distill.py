@@ -16,14 +16,6 @@ KEEP_MAX = ("none", "shuffle_nonmax", "flatten_nonmax", "resample_nonmax")
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These models are tiny: one thread is as fast as two alone and far faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @st.composite
 def logits_and_labels(draw, min_rows=1, max_rows=24):

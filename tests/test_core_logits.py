@@ -27,14 +27,6 @@ ATTACK = AttackSpec(eps=0.1, steps=2, seed=0)
 KEY = "model0000000"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These models are tiny: one thread is as fast as two alone and far faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def net():

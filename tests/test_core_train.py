@@ -19,14 +19,6 @@ from core.train import TrainProgress, train
 N_TRAIN = 640  # a subset of the 1437 training images, for the tests that need no learning
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These models are tiny: one thread is as fast as two alone and far faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def digits():

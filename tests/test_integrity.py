@@ -39,13 +39,6 @@ ATTACK = AttackSpec(eps=0.1, steps=2, seed=0)
 KEY = "integrity000"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(autouse=True)
 def _fresh_verdicts():

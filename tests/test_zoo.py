@@ -16,14 +16,8 @@ from torch import nn
 from core import zoo
 from core.config import DataSpec
 from core.errors import LogitscopeError
-from tiny_formats import accept_cifar10_files, block_network, one_thread, write_cifar10
+from tiny_formats import accept_cifar10_files, block_network, write_cifar10
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run faster on one thread (see tiny_formats.one_thread)."""
-    with one_thread():
-        yield
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = "Ding2020MMA"  # a CIFAR-10 Linf entry with a small architecture (WideResNet-28-4, 5.8M parameters)

@@ -93,19 +93,3 @@ def block_network(monkeypatch) -> None:
 
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
-
-
-class one_thread:
-    """Run tiny models on one thread. On a busy 2-core machine, 2 threads make every small op wait for
-    the other core: measured 10x slower for a WideResNet-28-4 forward, 25x for a tiny MLP's steps."""
-
-    def __enter__(self):
-        import torch
-
-        self.before = torch.get_num_threads()
-        torch.set_num_threads(1)
-
-    def __exit__(self, *exc):
-        import torch
-
-        torch.set_num_threads(self.before)
