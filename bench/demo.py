@@ -13,37 +13,15 @@ from __future__ import annotations
 
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
+from bench.appserver import CHROMIUM, PAGES, free_port, wait_http
+
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = os.environ.get("LOGITSCOPE_CHROMIUM", "/usr/bin/chromium")
-PAGES = {"": "Logitscope", "distributions": "Logit distributions", "differences": "Confidence differences",
-         "lab": "Distillation lab", "embedding": "Embedding of the logit vectors",
-         "why": "Why adversarial training shrinks logits"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_http(url: str, timeout: float) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
 def _vmhwm_mb(pid: int) -> float | None:
@@ -130,7 +108,7 @@ def demo_peak_rss_mb(quick: bool) -> float:
         raise RuntimeError(f"no Chromium at {CHROMIUM}: install Debian's chromium (or set LOGITSCOPE_CHROMIUM)")
     with tempfile.TemporaryDirectory() as tmp:
         bundle = make_digits_bundle(Path(tmp) / "digits-bundle.zip")
-        port = _free_port()
+        port = free_port()
         env = {**os.environ, "LOGITSCOPE_DEMO": str(bundle), "LOGITSCOPE_CACHE": str(Path(tmp) / "unused")}
         with open(Path(tmp) / "streamlit.log", "w") as log:
             proc = subprocess.Popen(
@@ -140,7 +118,7 @@ def demo_peak_rss_mb(quick: bool) -> float:
             peak = None
             try:
                 url = f"http://127.0.0.1:{port}"
-                _wait_http(f"{url}/_stcore/health", 90)
+                wait_http(f"{url}/_stcore/health", 90)
                 _visit(url, lab_run=not quick)
                 peak = _vmhwm_mb(proc.pid)
             finally:

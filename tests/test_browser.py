@@ -9,42 +9,19 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from bench.appserver import CHROMIUM, PAGES, free_port, wait_http
 
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = os.environ.get("LOGITSCOPE_CHROMIUM", "/usr/bin/chromium")
-# URL path of each st.Page in app.py ("" is the default page), and the text that shows it rendered.
-PAGES = {"": "Logitscope", "distributions": "Logit distributions", "differences": "Confidence differences",
-         "lab": "Distillation lab", "embedding": "Embedding of the logit vectors",
-         "why": "Why adversarial training shrinks logits"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_http(url: str, timeout: float) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +33,7 @@ def server(_study_dir, tmp_path_factory):
         pytest.skip(f"no Chromium at {CHROMIUM}")
     cache = tmp_path_factory.mktemp("browser") / "cache"
     shutil.copytree(_study_dir, cache, ignore=shutil.ignore_patterns("*.lock", "lab", "embeddings"))
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "LOGITSCOPE_CACHE": str(cache)}
     log = open(tmp_path_factory.mktemp("browser-log") / "streamlit.log", "w")
     proc = subprocess.Popen(
@@ -64,7 +41,7 @@ def server(_study_dir, tmp_path_factory):
          "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
          "--server.fileWatcherType", "none"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait_http(f"http://127.0.0.1:{port}/_stcore/health", 90)
+        wait_http(f"http://127.0.0.1:{port}/_stcore/health", 90)
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()

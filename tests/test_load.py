@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -22,10 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from bench.appserver import CHROMIUM, free_port
+
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = os.environ.get("LOGITSCOPE_CHROMIUM", "/usr/bin/chromium")
 SESSIONS = [  # (URL path and query, the title that shows it was served)
     ("distributions?eps=0.05", "Logit distributions"),
     ("distributions?eps=0.1&m=pgd-at,trades", "Logit distributions"),
@@ -39,12 +39,6 @@ SESSIONS = [  # (URL path and query, the title that shows it was served)
 MOVED = (0, 1, 5)          # sessions whose epsilon slider is then moved, step by step
 RSS_LIMIT_MB = 2048        # the server: Python, torch, Streamlit and every session's state (about 1.1 GB measured)
 REMOVED = ("pgd-at", 0.0)   # the entry every session above needs and nobody has computed yet (clean: quick)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rss_mb(pid: int) -> float:
@@ -108,7 +102,7 @@ def app(_study_dir, tmp_path_factory):
     finally:
         os.environ.pop("LOGITSCOPE_CACHE") if old is None else os.environ.__setitem__("LOGITSCOPE_CACHE", old)
     entry.unlink()
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path_factory.mktemp("load-log") / "streamlit.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
