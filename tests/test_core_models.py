@@ -54,6 +54,22 @@ def test_round_trip_gives_identical_logits(model, ckpt, digits):
         assert not torch.allclose(other(x), model(x))
 
 
+def test_convolutions_run_channels_last_and_checkpoints_stay_plain(model, ckpt, digits):
+    """The CPU speed-up (NHWC convolutions and pooling) changes the layout only, never the function or the file."""
+    loaded = load_checkpoint(ckpt)
+    for m in (model, loaded):
+        convs = [p for n, p in m.named_parameters() if p.ndim == 4]
+        assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    saved = torch.load(ckpt, weights_only=True)["state_dict"]
+    assert all(t.is_contiguous() for t in saved.values())
+    plain = build_model("digits_cnn", digits.shape, 10, digits.mean, digits.std)
+    plain.load_state_dict(saved)
+    plain = plain.to(memory_format=torch.contiguous_format).eval()  # the same weights in NCHW
+    x = digits.x_test[:64]
+    with torch.no_grad():
+        assert torch.allclose(plain(x), loaded(x), atol=1e-5)
+
+
 def test_loaded_model_is_in_eval_mode(model, ckpt):
     model.train()
     loaded = load_checkpoint(ckpt)
