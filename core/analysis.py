@@ -1,5 +1,9 @@
 """Statistics of logits: pure numpy / pandas, every number derived from the logits alone.
 
+No scipy at import or in the pages' statistics: importing scipy.stats costs about half a second of
+the app's first page (`python -m bench --only warm_start_seconds`), so the rank correlations and the
+KS distance are written here and checked against scipy in the tests.
+
 Per sample: max logit, logit gap (max minus second-largest), margin (true-class logit minus the
 best other), softmax confidence, entropy, prediction, correctness. Between two models: rank
 correlations of confidences, the samples with the largest confidence difference, and how well a
@@ -10,7 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 QUANTITIES = ("max_logit", "logit_gap", "margin", "confidence", "entropy")
 
@@ -59,9 +62,61 @@ def accuracy(logits, labels) -> float:
 
 
 def rank_correlation(a, b) -> dict[str, float]:
-    """Spearman and Kendall (tau-b) rank correlation of two per-sample series."""
-    a, b = _np(a), _np(b)
-    return {"spearman": float(stats.spearmanr(a, b).statistic), "kendall": float(stats.kendalltau(a, b).statistic)}
+    """Spearman and Kendall (tau-b) rank correlation of two per-sample series (NaN if either is constant)."""
+    a, b = _np(a).astype(np.float64).ravel(), _np(b).astype(np.float64).ravel()
+    if len(a) != len(b):
+        raise ValueError(f"rank_correlation needs two series of the same length, got {len(a)} and {len(b)}")
+    return {"spearman": _pearson(_average_ranks(a), _average_ranks(b)), "kendall": _kendall_tau_b(a, b)}
+
+
+def _average_ranks(v: np.ndarray) -> np.ndarray:
+    """Ranks 1..n, ties sharing the mean of their ranks (what Spearman's rho correlates)."""
+    return pd.Series(v).rank(method="average").to_numpy()
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 2:
+        return float("nan")
+    a, b = a - a.mean(), b - b.mean()
+    denom = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / denom) if denom > 0 else float("nan")
+
+
+def _tied_pairs(*keys: np.ndarray) -> int:
+    """Pairs of samples equal in every key."""
+    _, counts = np.unique(np.stack(keys, axis=1), axis=0, return_counts=True)
+    return int((counts * (counts - 1) // 2).sum())
+
+
+def _inversions(v: np.ndarray) -> int:
+    """Pairs i < j with v[i] > v[j]: a bottom-up merge sort, one vectorised pass per level. O(n log^2 n)."""
+    v = np.unique(v, return_inverse=True)[1].astype(np.int64).ravel()  # dense ranks 0..m-1
+    n, count, width = len(v), 0, 1
+    while width < n:
+        block = np.arange(n) // (2 * width)      # the pair of runs each element belongs to
+        right = (np.arange(n) // width) % 2 == 1  # in the second run of its pair
+        span = v.max() + 1
+        # Each run is already sorted; offset by block so one searchsorted serves every pair at once.
+        left_keys = (v + block * span)[~right]
+        right_keys = (v + block * span)[right]
+        run_end = np.searchsorted(left_keys, block[right] * span + span)  # end of the left run of each pair
+        count += int((run_end - np.searchsorted(left_keys, right_keys, side="right")).sum())
+        v = np.sort(v + block * span) - block * span  # merge: sort within each pair of runs
+        width *= 2
+    return count
+
+
+def _kendall_tau_b(a: np.ndarray, b: np.ndarray) -> float:
+    """Kendall's tau-b (Knight's algorithm): concordant minus discordant pairs, corrected for ties."""
+    n = len(a)
+    order = np.lexsort((b, a))  # by a, ties in a by b: tied-a pairs then never count as discordant
+    pairs = n * (n - 1) // 2
+    tied_a, tied_b, tied_ab = _tied_pairs(a), _tied_pairs(b), _tied_pairs(a, b)
+    discordant = _inversions(b[order])
+    denom = np.sqrt(float(pairs - tied_a) * float(pairs - tied_b))
+    if denom == 0:
+        return float("nan")
+    return float((pairs - tied_a - tied_b + tied_ab - 2 * discordant) / denom)
 
 
 def top_differences(conf_a, conf_b, k: int = 8) -> tuple[np.ndarray, np.ndarray]:
@@ -90,5 +145,11 @@ def incorrect_class_order_agreement(teacher_logits, student_logits, labels) -> n
 
 
 def ks_distance(a, b) -> float:
-    """Kolmogorov-Smirnov statistic between two samples' distributions (0 = identical)."""
-    return float(stats.ks_2samp(_np(a), _np(b)).statistic)
+    """Kolmogorov-Smirnov statistic between two samples' distributions: the largest gap between their
+    empirical CDFs (0 = identical, 1 = no overlap)."""
+    a, b = np.sort(_np(a).ravel()), np.sort(_np(b).ravel())
+    if not len(a) or not len(b):
+        return float("nan")
+    points = np.concatenate([a, b])
+    gap = np.searchsorted(a, points, side="right") / len(a) - np.searchsorted(b, points, side="right") / len(b)
+    return float(np.abs(gap).max())

@@ -49,14 +49,20 @@ class Dataset:
 Loader = Callable[..., Dataset]
 DATASETS: dict[str, Loader] = {}
 DESCRIPTIONS: dict[str, str] = {}
+CLASSES: dict[str, tuple[str, ...]] = {}  # class names known without loading the images
 
 
-def register(name: str, description: str) -> Callable[[Loader], Loader]:
-    """Add a loader `(data_dir: str | None) -> Dataset` to the registry."""
+def register(name: str, description: str, classes: tuple[str, ...] | None = None) -> Callable[[Loader], Loader]:
+    """Add a loader `(data_dir: str | None) -> Dataset` to the registry.
+
+    `classes`: the class names, when they are fixed; `dataset_classes` then answers without loading.
+    """
 
     def wrap(fn: Loader) -> Loader:
         DATASETS[name] = fn
         DESCRIPTIONS[name] = description
+        if classes is not None:
+            CLASSES[name] = tuple(classes)
         return fn
 
     return wrap
@@ -123,7 +129,8 @@ def digits_split(target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return train_test_split(np.arange(len(target)), test_size=0.2, random_state=0, stratify=target)
 
 
-@register("digits", "scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes); no download")
+@register("digits", "scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes); no download",
+          classes=tuple("0123456789"))
 def load_digits(data_dir: str | None = None) -> Dataset:
     from sklearn.datasets import load_digits as sk_digits
 
@@ -131,7 +138,7 @@ def load_digits(data_dir: str | None = None) -> Dataset:
     x = (bunch.images / 16.0).astype(np.float32)[:, None]  # (1797, 1, 8, 8); pixel values are 0..16
     y = bunch.target.astype(np.int64)
     train_idx, test_idx = digits_split(y)
-    return make_dataset("digits", x[train_idx], y[train_idx], x[test_idx], y[test_idx], [str(i) for i in range(10)])
+    return make_dataset("digits", x[train_idx], y[train_idx], x[test_idx], y[test_idx], CLASSES["digits"])
 
 
 @lru_cache(maxsize=8)
@@ -159,6 +166,17 @@ def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
         raise LogitscopeError(f"Unknown dataset {name!r}: choose one of {', '.join(sorted(DATASETS))}"
                               + (f", or your own data as {own}." if own else "."))
     return _load_cached(name, data_dir)
+
+
+def dataset_classes(name: str, data_dir: str | None = None) -> tuple[str, ...]:
+    """The class names of a dataset, without loading its images when they are fixed (digits, MNIST).
+
+    Pages that show cached logits need only the names; loading digits would import scikit-learn
+    (about a second of the app's start).
+    """
+    if name not in _PROVIDED and name in CLASSES:
+        return CLASSES[name]
+    return load_dataset(name, data_dir).classes
 
 
 import core.data_external  # noqa: E402,F401  (registers mnist, fashion_mnist, cifar10 and npz:/folder: names)

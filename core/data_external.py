@@ -149,6 +149,6 @@ def load_torchvision(src: Source, data_dir: str | None = None) -> Dataset:
 
 
 for _src in SOURCES.values():
-    register(_src.name, _src.description)(partial(load_torchvision, _src))
+    register(_src.name, _src.description, _src.classes)(partial(load_torchvision, _src))
 
 import core.data_own  # noqa: E402,F401  (registers the npz: and folder: schemes)

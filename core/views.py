@@ -19,7 +19,7 @@ import pandas as pd
 
 from core import analysis
 from core.config import AttackSpec, DataSpec
-from core.data import load_dataset
+from core.data import dataset_classes
 from core.errors import LogitscopeError
 from core.logits import get_grid
 from core.study import Recipe, default_recipes, eps_grid, eval_attack, hyper, zoo_recipes
@@ -105,7 +105,7 @@ def load_logit_set(recipes: dict[str, Recipe], data: DataSpec, attack: AttackSpe
         records = get_grid(_not_computed(name), r.key, data, attack, eps)
         logits[name] = np.stack([records[e].logits.numpy() for e in eps]).astype(np.float32)
         labels = records[eps[0]].labels.numpy().astype(np.int64)
-    return LogitSet(tuple(recipes), eps, labels, logits, load_dataset(data.name, data_dir).classes)
+    return LogitSet(tuple(recipes), eps, labels, logits, dataset_classes(data.name, data_dir))
 
 
 def sample_table(bundle: LogitSet) -> pd.DataFrame:

@@ -8,7 +8,10 @@ so lab runs and UMAP maps written here never leak into other tests.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -75,6 +78,24 @@ def test_every_page_renders(app_cache, page):
     no_exception(at)
     assert "Waiting for" not in texts(at)
     assert at.sidebar.multiselect(key="w.m").value == ["standard", "pgd-at"]
+
+
+_FIRST_PAGE = """
+import sys
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file(sys.argv[1], default_timeout=120).run()
+assert not at.exception, [e.message for e in at.exception]
+assert at.markdown or at.dataframe, "the overview rendered nothing"
+print(sorted({m.split('.')[0] for m in sys.modules} & {"scipy", "sklearn", "umap", "torchvision"}))
+"""
+
+
+def test_the_first_page_imports_no_heavy_library_it_does_not_need(app_cache):
+    """The warm start's budget: scipy, scikit-learn, UMAP and torchvision load only on the pages that use them."""
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", _FIRST_PAGE, str(root / "app.py")], cwd=root, check=True,
+                         capture_output=True, text=True, timeout=300).stdout
+    assert out.strip().splitlines()[-1] == "[]"
 
 
 def test_moving_epsilon_changes_the_statistics(app_cache):

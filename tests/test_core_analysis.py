@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 from core import analysis
@@ -118,6 +121,39 @@ def test_rank_correlation_equals_scipy_with_ties():
     assert r["kendall"] == pytest.approx(stats.kendalltau(a, b).statistic)
     assert 0.3 < r["kendall"] < r["spearman"] < 1
     assert isinstance(r["spearman"], float) and isinstance(r["kendall"], float)
+
+
+# Few distinct values, so that ties in a, in b and in both at once are common; lengths cross the merge
+# sort's powers of two.
+_tied_pairs = st.integers(1, 70).flatmap(lambda n: st.tuples(
+    st.lists(st.integers(-3, 3), min_size=n, max_size=n), st.lists(st.integers(-3, 3), min_size=n, max_size=n)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(_tied_pairs)
+def test_rank_correlation_and_ks_equal_scipy_on_any_ties(pair):
+    a, b = (np.array(v, dtype=float) for v in pair)
+    r = analysis.rank_correlation(a, b)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy warns on a constant series; we answer NaN without a warning
+        spearman, kendall = stats.spearmanr(a, b).statistic, stats.kendalltau(a, b).statistic
+    for ours, ref in ((r["spearman"], spearman), (r["kendall"], kendall)):
+        assert (math.isnan(ours) and math.isnan(ref)) or ours == pytest.approx(ref, abs=1e-12)
+    assert analysis.ks_distance(a, b) == pytest.approx(stats.ks_2samp(a, b).statistic, abs=1e-12)
+
+
+def test_rank_correlation_is_fast_and_exact_on_a_large_split():
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=20_000)
+    b = np.round(a + rng.normal(size=20_000), 1)  # many ties in b only
+    r = analysis.rank_correlation(a, b)
+    assert r["kendall"] == pytest.approx(stats.kendalltau(a, b).statistic, abs=1e-12)
+    assert r["spearman"] == pytest.approx(stats.spearmanr(a, b).statistic, abs=1e-12)
+
+
+def test_rank_correlation_rejects_series_of_different_lengths():
+    with pytest.raises(ValueError, match="same length"):
+        analysis.rank_correlation([1.0, 2.0], [1.0, 2.0, 3.0])
 
 
 def test_top_differences():

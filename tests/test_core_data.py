@@ -100,3 +100,13 @@ def test_make_dataset_validates():
         make_dataset("tiny", x, y + 1, x, y, ["a", "b"])
     with pytest.raises(LogitscopeError, match="shape"):
         make_dataset("tiny", x[:, 0], y, x, y, ["a", "b"])
+
+
+def test_class_names_come_without_loading_where_they_are_fixed(tmp_path, digits):
+    from core.data import dataset_classes
+
+    assert dataset_classes("digits") == digits.classes == tuple("0123456789")
+    empty = str(tmp_path)  # no MNIST files here: answering proves nothing was loaded
+    assert dataset_classes("mnist", empty) == tuple("0123456789")
+    with pytest.raises(LogitscopeError):  # CIFAR-10's names come from its files: it must load them
+        dataset_classes("cifar10", empty)
