@@ -225,15 +225,15 @@ def _disk_full_after(n_bytes: int):
 def test_a_full_disk_gives_a_message_and_keeps_existing_entries(net, isolated_cache, monkeypatch):
     first = get_or_compute(net, KEY, DATA, ATTACK)
     before = first.path.read_bytes()
-    monkeypatch.setattr(storage, "_write_fd", _disk_full_after(100))
-    with pytest.raises(LogitscopeError, match="is full: free some space, or point LOGITSCOPE_CACHE"):
-        get_or_compute(net, KEY, DATA, ATTACK.at(0.2))
-    with pytest.raises(LogitscopeError, match="is full"):  # rewriting an existing entry: it stays whole
-        put(KEY, DATA, ATTACK, first.logits + 1, first.labels)
+    with monkeypatch.context() as full:  # only the disk is full; the isolated cache stays in place
+        full.setattr(storage, "_write_fd", _disk_full_after(100))
+        with pytest.raises(LogitscopeError, match="is full: free some space, or point LOGITSCOPE_CACHE"):
+            get_or_compute(net, KEY, DATA, ATTACK.at(0.2))
+        with pytest.raises(LogitscopeError, match="is full"):  # rewriting an existing entry: it stays whole
+            put(KEY, DATA, ATTACK, first.logits + 1, first.labels)
     assert first.path.read_bytes() == before
     assert not entry_path(KEY, DATA, ATTACK.at(0.2)).exists()
     assert leftovers(isolated_cache) == []
-    monkeypatch.undo()
     assert torch.equal(get_or_compute(Counting(net), KEY, DATA, ATTACK).logits, first.logits)
 
 
