@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--json PATH] [--only NAME ...]`: run the benchmarks, print a table, write JSON."""
+"""`python -m bench [--quick] [--json PATH] [--only NAME ...] [--check]`: run the benchmarks, print a table, write JSON."""
 
 from __future__ import annotations
 
@@ -14,6 +14,10 @@ import torch
 from bench import cases
 from bench.cases import CASES
 
+# CI's threshold: these 2-core machines are shared and noisy (a busy neighbour halves a throughput), so only
+# a result worse than its goal by more than this factor counts as a regression.
+CHECK_SLACK = 2.0
+
 
 def machine() -> dict:
     return {"python": platform.python_version(), "platform": platform.platform(), "processor": platform.processor(),
@@ -26,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer repeats and smaller workloads (under two minutes)")
     p.add_argument("--json", type=Path, help="write the results as JSON to this path")
     p.add_argument("--only", nargs="+", choices=sorted(CASES), help="run only these cases")
+    p.add_argument("--check", action="store_true",
+                   help=f"exit 1 if a result misses its goal by more than {CHECK_SLACK:g}x (CI's regression guard)")
     args = p.parse_args(argv)
     results = []
     try:
@@ -50,6 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(), "quick": args.quick,
                                          "results": [r.to_dict() for r in results]}, indent=2))
+    if args.check:
+        failed = [r.name for r in results if not cases.judge(r.goal, r.value, r.ratio, CHECK_SLACK)]
+        if failed:
+            print(f"REGRESSION: {', '.join(failed)} missed the goal by more than {CHECK_SLACK:g}x", file=sys.stderr)
+            return 1
+        print(f"check passed: every result is within {CHECK_SLACK:g}x of its goal", file=sys.stderr)
     return 0
 
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from bench.reference import reference_epoch, reference_pgd
 from core.attacks import attack_grid, pgd
+from core.logits import eval_batch_size
 from core.config import AttackSpec
 from core.data import load_dataset
 from core.models import ARCHS, build_model
@@ -77,12 +78,14 @@ class Result:
         return asdict(self)
 
 
-def judge(goal: str, value: float, ratio: float | None) -> bool:
+def judge(goal: str, value: float, ratio: float | None, slack: float = 1.0) -> bool:
+    """Whether a result meets its goal ("value <= 60", "ratio >= 1.3"); slack > 1 loosens the goal by
+    that factor (CI's `--check`: only a regression far beyond the noise of a shared machine fails)."""
     what, op, target = goal.split()
     x = ratio if what == "ratio" else value
     if x is None:
         return False
-    return x >= float(target) if op == ">=" else x <= float(target)
+    return x >= float(target) / slack if op == ">=" else x <= float(target) * slack
 
 
 def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
@@ -115,10 +118,12 @@ def pgd_throughput(quick: bool) -> list[Result]:
     steps = 10 if quick else 20
     x, y = d.x_test, d.y_test
     spec = AttackSpec(eps=0.1, steps=steps)
-    ours = median_time(lambda: attack_grid(digits, x, y, spec, grid, batch_size=2048), 3)
+    batch = eval_batch_size(x.shape[1:])  # what the study and the app use
+    ours = median_time(lambda: attack_grid(digits, x, y, spec, grid, batch_size=batch), 3)
     ref = median_time(lambda: [reference_pgd(digits, x, y, e, steps) for e in grid], 3)
     work = len(x) * len(grid) * steps
-    rows.append(_ratio_row("pgd_throughput", work / ours, work / ref, "img*steps/s", "digits CNN, 360 images x 5 eps"))
+    rows.append(_ratio_row("pgd_throughput", work / ours, work / ref, "img*steps/s",
+                           f"digits CNN, {len(x)} images x 5 eps in batches of {batch}; reference: one eps at a time"))
 
     net = _resnet().eval()
     xb = torch.rand(32 if quick else 64, 3, 32, 32)

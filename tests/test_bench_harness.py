@@ -1,0 +1,60 @@
+"""The benchmark harness (not the benchmarks): goals, CI's --check threshold, the table and the JSON.
+
+No timing here: fake cases return fixed results, so these tests cannot be flaky.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import __main__ as bench_main
+from bench import cases
+from bench.cases import Result, judge
+
+
+@pytest.mark.parametrize("goal, value, ratio, slack, met", [
+    ("value <= 60", 59.0, None, 1.0, True),
+    ("value <= 60", 61.0, None, 1.0, False),
+    ("value <= 60", 119.0, None, 2.0, True),    # within CI's slack
+    ("value <= 60", 121.0, None, 2.0, False),   # a real regression
+    ("ratio >= 1.3", 5.0, 1.31, 1.0, True),
+    ("ratio >= 1.3", 5.0, 1.2, 1.0, False),
+    ("ratio >= 1.3", 5.0, 0.66, 2.0, True),
+    ("ratio >= 1.3", 5.0, 0.64, 2.0, False),
+    ("ratio >= 1.3", 5.0, None, 2.0, False),    # no reference: never met
+])
+def test_judge(goal, value, ratio, slack, met):
+    assert judge(goal, value, ratio, slack) is met
+
+
+def _fake(value: float):
+    def case(quick: bool) -> list[Result]:
+        return [Result("fake", value, "s", 10.0, 10.0 / value, "value <= 3", judge("value <= 3", value, None), "a note")]
+    return case
+
+
+def _run(monkeypatch, value: float, *argv: str) -> int:
+    monkeypatch.setattr(bench_main, "CASES", {"fake": _fake(value)})
+    monkeypatch.setattr(cases, "WS", None)
+    return bench_main.main(["--quick", *argv])
+
+
+def test_the_table_and_the_json(monkeypatch, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert _run(monkeypatch, 2.5, "--json", str(out)) == 0
+    table = capsys.readouterr().out
+    assert "fake" in table and "yes" in table and "- fake: a note" in table
+    data = json.loads(out.read_text())
+    assert set(data["machine"]) >= {"python", "cpus", "torch", "threads"} and data["quick"] is True
+    assert data["results"] == [{"name": "fake", "value": 2.5, "unit": "s", "reference": 10.0, "ratio": 4.0,
+                                "goal": "value <= 3", "met": True, "note": "a note"}]
+
+
+def test_check_fails_only_on_a_regression_beyond_the_slack(monkeypatch, capsys):
+    assert _run(monkeypatch, 4.0) == 0                # goal missed, no --check: a report, not a failure
+    assert "NO" in capsys.readouterr().out
+    assert _run(monkeypatch, 4.0, "--check") == 0     # within 2x of the goal: noise on a shared machine
+    assert _run(monkeypatch, 7.0, "--check") == 1     # beyond 2x: CI fails
+    assert "REGRESSION: fake" in capsys.readouterr().err
