@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.config import AttackSpec
-from core.models import autocast
+from core.models import attack_autocast
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, target) -> per-sample loss (N,)
 
@@ -112,7 +112,7 @@ def pgd(model: nn.Module, x: torch.Tensor, target: torch.Tensor, spec: AttackSpe
         delta = (x + threat.project(delta, eps_t)).clamp(0, 1) - x
         for _ in range(spec.steps):
             delta.requires_grad_(True)
-            with autocast(x.device):  # bfloat16 on CUDA: only the step's direction depends on it
+            with attack_autocast(x.device):  # bfloat16 where native: only the step's direction depends on it
                 loss = loss_fn(model(x + delta), target)
             (grad,) = torch.autograd.grad(loss.sum(), delta)
             delta = threat.project(threat.step(delta.detach(), grad, alpha), eps_t)

@@ -285,3 +285,36 @@ def test_ce_loss_is_per_sample_cross_entropy():
     y = torch.tensor([0, 1, 2, 3, 0])
     assert torch.allclose(ce_loss(logits, y), F.cross_entropy(logits, y, reduction="none"))
     assert ce_loss(logits, y).shape == (5,)
+
+
+# --- precision of the attack's gradient steps -----------------------------------------------------
+
+def test_attack_precision_follows_the_hardware_and_the_setting(monkeypatch):
+    from core import models
+    from core.errors import LogitscopeError
+
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: True)
+    with models.attack_autocast("cpu"):
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    monkeypatch.setenv(models.PRECISION_ENV, "float32")
+    with models.attack_autocast("cpu"):
+        assert not torch.is_autocast_enabled("cpu")
+    monkeypatch.delenv(models.PRECISION_ENV)
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: False)  # emulated bf16 would be slower
+    with models.attack_autocast("cpu"):
+        assert not torch.is_autocast_enabled("cpu")
+    monkeypatch.setenv(models.PRECISION_ENV, "half")
+    with pytest.raises(LogitscopeError, match="use auto or float32"):
+        models.attack_autocast("cpu")
+
+
+def test_bfloat16_steps_still_give_float32_examples_in_the_box(model, digits, monkeypatch):
+    from core import models
+
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: True)
+    x, y = digits.x_test[:N], digits.y_test[:N]
+    x_adv = pgd(model, x, y, AttackSpec(eps=0.1, steps=5))
+    assert x_adv.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+    assert (x_adv - x).abs().max() <= 0.1 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    logits = attack_grid(model, x, y, AttackSpec(eps=0.1, steps=5), [0.0, 0.1])
+    assert logits[0.1].dtype == torch.float32

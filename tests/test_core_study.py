@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from core import analysis
+from core.attacks import pgd
+from core.config import AttackSpec
 from core.data import load_dataset
 from core.distill import MANIPULATIONS
 from core.models import load_checkpoint
@@ -160,6 +162,24 @@ def test_every_checkpoint_loads_and_reproduces_its_numbers(report, study_cache):
         assert stats.max_logit.mean() == pytest.approx(m["mean_max_logit"], abs=1e-3)
         assert stats.logit_gap.mean() == pytest.approx(m["mean_logit_gap"], abs=1e-3)
         assert stats.confidence.mean() == pytest.approx(m["mean_confidence"], abs=1e-4)
+
+
+@pytest.mark.parametrize("name", ["standard", "pgd-at", "student:pgd-at:none"])
+def test_bfloat16_pgd_is_as_strong_as_float32(name, report, study_cache, monkeypatch):
+    """Where the hardware computes bfloat16 natively, the attack's steps use it: it must not flatter robustness."""
+    from core import models
+
+    m = next(r for r in report["models"] if r["name"] == name)
+    model, ds = load_checkpoint(m["checkpoint"]), load_dataset("digits")
+    spec = AttackSpec(eps=0.15, steps=20)
+    acc = {}
+    for precision, native in (("float32", False), ("auto", True)):
+        monkeypatch.setenv(models.PRECISION_ENV, precision)
+        monkeypatch.setattr(models, "cpu_has_native_bf16", lambda native=native: native)
+        x_adv = pgd(model, ds.x_test, ds.y_test, spec)
+        with torch.no_grad():
+            acc[precision] = analysis.accuracy(model(x_adv), ds.y_test)
+    assert acc["auto"] == pytest.approx(acc["float32"], abs=6 / len(ds.y_test)), acc
 
 
 def test_second_reproduce_is_a_cache_hit(report, study_cache):
