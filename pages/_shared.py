@@ -7,6 +7,8 @@ arguments, which Streamlit does not hash.
 
 from __future__ import annotations
 
+import gc
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
@@ -52,19 +54,27 @@ class Ctx:
 
 
 def _use_navigation() -> None:
-    """Leave Streamlit's legacy pages/ mode if the first request of the process opened a page URL.
+    """Leave Streamlit's legacy pages/ mode when this run came through it instead of app.py.
 
-    Streamlit treats a `pages/` folder as the old multipage layout until app.py calls st.navigation;
-    a link straight to a page, first thing after a start, would otherwise show that layout. Only a
-    session's first run reruns (it has no clicks to lose); AppTest resets the flag before every run.
+    Streamlit treats a `pages/` folder as the old multipage layout until app.py calls st.navigation,
+    so a link straight to a page, first thing after a start, runs the page without app.py. Clearing
+    the (private) class flag sends every later run of every session through app.py; the runs that
+    already came the legacy way, in this session or in others started at the same moment, rerun once
+    (a first run has no clicks to lose; AppTest, which resets the flag before every run, reruns only
+    its first). Whether a run is legacy is read from the run's own call stack, not from the shared
+    flag, which another session may have cleared in between.
     """
     from streamlit.runtime.pages_manager import PagesManager
 
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        if not st.session_state.get("_navigation_fixed"):
+    PagesManager.uses_pages_directory = False
+    if st.session_state.get("_navigation_fixed"):
+        return
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "_mpa_v1":  # Streamlit's runner of the legacy layout
             st.session_state["_navigation_fixed"] = True
             st.rerun()
+        frame = frame.f_back
 
 
 def datasets() -> list[str]:
@@ -381,3 +391,11 @@ def selection_summary(points: pd.DataFrame) -> pd.DataFrame:
 
 def toy_histogram(result: toy.ToyResult, quantity: str) -> pd.DataFrame:
     return result.histogram(quantity)
+
+
+# Streamlit collects all garbage after every script run (runner.postScriptGC), and every waiting page
+# polls its job once a second: with torch, pandas and Streamlit loaded, each full collection walked
+# ~300k long-lived objects for ~0.1 s while holding the GIL, so a few waiting sessions starved the
+# very job they waited for. Freezing what exists once the app's modules are imported takes those
+# objects out of every later collection (a full collection then takes milliseconds).
+gc.freeze()
