@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         if r.note:
             print(f"- {r.name}: {r.note}")
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"machine": machine(), "quick": args.quick,
                                          "results": [r.to_dict() for r in results]}, indent=2))
     if args.check:

@@ -102,8 +102,12 @@ def _visit(url: str, lab_run: bool) -> None:
             browser.close()
 
 
-def demo_peak_rss_mb(quick: bool) -> float:
-    """Peak RSS (MB) of the app serving a digits bundle while every page is opened (and, unless quick, a lab run)."""
+def demo_peak_rss_mb(quick: bool, python: str | None = None) -> float:
+    """Peak RSS (MB) of the app serving a digits bundle while every page is opened (and, unless quick, a lab run).
+
+    `python`: the interpreter that serves the app (default: this one), e.g. a virtual environment with the
+    CPU-only torch wheel, as a small host installs it.
+    """
     if not Path(CHROMIUM).exists():
         raise RuntimeError(f"no Chromium at {CHROMIUM}: install Debian's chromium (or set LOGITSCOPE_CHROMIUM)")
     with tempfile.TemporaryDirectory() as tmp:
@@ -112,7 +116,7 @@ def demo_peak_rss_mb(quick: bool) -> float:
         env = {**os.environ, "LOGITSCOPE_DEMO": str(bundle), "LOGITSCOPE_CACHE": str(Path(tmp) / "unused")}
         with open(Path(tmp) / "streamlit.log", "w") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port",
+                [python or sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port",
                  str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
                  "--server.fileWatcherType", "none"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
             peak = None
@@ -134,5 +138,19 @@ def demo_peak_rss_mb(quick: bool) -> float:
         return float(peak)
 
 
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m bench.demo", description="Peak memory of the hosted-demo mode.")
+    p.add_argument("--quick", action="store_true", help="skip the live distillation in the lab")
+    p.add_argument("--python", help="serve the app with this interpreter (e.g. a venv with the CPU-only torch "
+                                    "wheel); it needs the app's requirements, not playwright")
+    args = p.parse_args(argv)
+    if args.python and not Path(args.python).is_file():
+        p.error(f"no interpreter at {args.python}")
+    print(f"demo peak RSS: {demo_peak_rss_mb(args.quick, args.python):.0f} MB")
+    return 0
+
+
 if __name__ == "__main__":
-    print(f"demo peak RSS: {demo_peak_rss_mb('--quick' in sys.argv):.0f} MB")
+    sys.exit(main())

@@ -294,9 +294,11 @@ def test_attack_precision_follows_the_hardware_and_the_setting(monkeypatch):
     from core.errors import LogitscopeError
 
     monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: True)
+    assert models.attack_dtype("cpu") == torch.bfloat16
     with models.attack_autocast("cpu"):
         assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
     monkeypatch.setenv(models.PRECISION_ENV, "float32")
+    assert models.attack_dtype("cpu") == torch.float32
     with models.attack_autocast("cpu"):
         assert not torch.is_autocast_enabled("cpu")
     monkeypatch.delenv(models.PRECISION_ENV)
