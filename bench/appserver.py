@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import subprocess
+import sys
 import time
 import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+ROOT = Path(__file__).resolve().parent.parent
 
 CHROMIUM = os.environ.get("LOGITSCOPE_CHROMIUM", "/usr/bin/chromium")
 # URL path of each st.Page in app.py ("" is the default page), and the text that shows it rendered.
@@ -32,3 +39,29 @@ def wait_http(url: str, timeout: float) -> None:
         except OSError:
             time.sleep(0.3)
     raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+@contextlib.contextmanager
+def serve_app(env: dict, log_path: Path, python: str | None = None,
+              start_timeout: float = 90) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`streamlit run app.py` on a free port of 127.0.0.1 with `env`, its output in `log_path`.
+
+    Yields (base URL, process) once the server answers its health check; stops it afterwards.
+    `python`: the interpreter that serves it (default: this one).
+    """
+    port = free_port()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [python or sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+             "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+             "--server.fileWatcherType", "none"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/_stcore/health", start_timeout)
+            yield f"http://127.0.0.1:{port}", proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.appserver import CHROMIUM, PAGES, free_port, wait_http
-
-ROOT = Path(__file__).resolve().parent.parent
+from bench.appserver import CHROMIUM, PAGES, serve_app
 
 
 def _vmhwm_mb(pid: int) -> float | None:
@@ -112,26 +109,10 @@ def demo_peak_rss_mb(quick: bool, python: str | None = None) -> float:
         raise RuntimeError(f"no Chromium at {CHROMIUM}: install Debian's chromium (or set LOGITSCOPE_CHROMIUM)")
     with tempfile.TemporaryDirectory() as tmp:
         bundle = make_digits_bundle(Path(tmp) / "digits-bundle.zip")
-        port = free_port()
         env = {**os.environ, "LOGITSCOPE_DEMO": str(bundle), "LOGITSCOPE_CACHE": str(Path(tmp) / "unused")}
-        with open(Path(tmp) / "streamlit.log", "w") as log:
-            proc = subprocess.Popen(
-                [python or sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port",
-                 str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-                 "--server.fileWatcherType", "none"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-            peak = None
-            try:
-                url = f"http://127.0.0.1:{port}"
-                wait_http(f"{url}/_stcore/health", 90)
-                _visit(url, lab_run=not quick)
-                peak = _vmhwm_mb(proc.pid)
-            finally:
-                proc.terminate()
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        with serve_app(env, Path(tmp) / "streamlit.log", python) as (url, proc):
+            _visit(url, lab_run=not quick)
+            peak = _vmhwm_mb(proc.pid)
         if peak is None:  # not Linux: the largest waited-for child (KB on Linux, bytes on macOS)
             rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
             peak = rss / 1024 / (1024 if sys.platform == "darwin" else 1)

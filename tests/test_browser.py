@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from bench.appserver import CHROMIUM, PAGES, free_port, wait_http
+from bench.appserver import CHROMIUM, PAGES, serve_app
 
 pytestmark = pytest.mark.browser
 
@@ -33,23 +31,9 @@ def server(_study_dir, tmp_path_factory):
         pytest.skip(f"no Chromium at {CHROMIUM}")
     cache = tmp_path_factory.mktemp("browser") / "cache"
     shutil.copytree(_study_dir, cache, ignore=shutil.ignore_patterns("*.lock", "lab", "embeddings"))
-    port = free_port()
-    env = {**os.environ, "LOGITSCOPE_CACHE": str(cache)}
-    log = open(tmp_path_factory.mktemp("browser-log") / "streamlit.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/_stcore/health", 90)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    log = tmp_path_factory.mktemp("browser-log") / "streamlit.log"
+    with serve_app({**os.environ, "LOGITSCOPE_CACHE": str(cache)}, log) as (url, _):
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -12,20 +12,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from bench.appserver import CHROMIUM, free_port
+from bench.appserver import CHROMIUM, serve_app
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parent.parent
 SESSIONS = [  # (URL path and query, the title that shows it was served)
     ("distributions?eps=0.05", "Logit distributions"),
     ("distributions?eps=0.1&m=pgd-at,trades", "Logit distributions"),
@@ -102,31 +98,9 @@ def app(_study_dir, tmp_path_factory):
     finally:
         os.environ.pop("LOGITSCOPE_CACHE") if old is None else os.environ.__setitem__("LOGITSCOPE_CACHE", old)
     entry.unlink()
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("load-log") / "streamlit.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=ROOT, env={**os.environ, "LOGITSCOPE_CACHE": str(cache)}, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.3)
-        yield {"url": f"http://127.0.0.1:{port}", "pid": proc.pid, "cache": cache, "entry": entry}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    log = tmp_path_factory.mktemp("load-log") / "streamlit.log"
+    with serve_app({**os.environ, "LOGITSCOPE_CACHE": str(cache)}, log) as (url, proc):
+        yield {"url": url, "pid": proc.pid, "cache": cache, "entry": entry}
 
 
 def _settled(page, title: str) -> bool:
