@@ -166,7 +166,12 @@ def test_every_checkpoint_loads_and_reproduces_its_numbers(report, study_cache):
 
 @pytest.mark.parametrize("name", ["standard", "pgd-at", "student:pgd-at:none"])
 def test_bfloat16_pgd_is_as_strong_as_float32(name, report, study_cache, monkeypatch):
-    """Where the hardware computes bfloat16 natively, the attack's steps use it: it must not flatter robustness."""
+    """Where the hardware computes bfloat16 natively, the attack's steps use it: it must not flatter robustness.
+
+    Both attacks start from the same random points, so only the precision differs. Measured: bfloat16
+    leaves -1 to +3 of 360 images more correct over six starts; float32 PGD alone moves by 3 to 8
+    images from one random start to another on these models.
+    """
     from core import models
 
     m = next(r for r in report["models"] if r["name"] == name)
@@ -176,10 +181,10 @@ def test_bfloat16_pgd_is_as_strong_as_float32(name, report, study_cache, monkeyp
     for precision, native in (("float32", False), ("auto", True)):
         monkeypatch.setenv(models.PRECISION_ENV, precision)
         monkeypatch.setattr(models, "cpu_has_native_bf16", lambda native=native: native)
-        x_adv = pgd(model, ds.x_test, ds.y_test, spec)
+        x_adv = pgd(model, ds.x_test, ds.y_test, spec, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             acc[precision] = analysis.accuracy(model(x_adv), ds.y_test)
-    assert acc["auto"] == pytest.approx(acc["float32"], abs=6 / len(ds.y_test)), acc
+    assert acc["auto"] == pytest.approx(acc["float32"], abs=4 / len(ds.y_test)), acc
 
 
 def test_second_reproduce_is_a_cache_hit(report, study_cache):
