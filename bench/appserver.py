@@ -15,6 +15,7 @@ from typing import Iterator
 ROOT = Path(__file__).resolve().parent.parent
 
 CHROMIUM = os.environ.get("LOGITSCOPE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 # URL path of each st.Page in app.py ("" is the default page), and the text that shows it rendered.
 PAGES = {"": "Logitscope", "distributions": "Logit distributions", "differences": "Confidence differences",
          "lab": "Distillation lab", "embedding": "Embedding of the logit vectors",
@@ -65,3 +66,24 @@ def serve_app(env: dict, log_path: Path, python: str | None = None,
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def launch_chromium(playwright):
+    """Headless Debian Chromium through a `sync_playwright()` handle (never a downloaded browser)."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+
+
+def settle(page, title: str, timeout: float) -> None:
+    """Wait until the page shows its title, no longer says it is waiting, and its script has stopped for 1.5 s."""
+    page.get_by_text(title, exact=False).first.wait_for(timeout=timeout * 1000)
+    deadline, quiet_since = time.time() + timeout, None
+    while time.time() < deadline:
+        busy = page.locator('[data-testid="stStatusWidget"]').count() > 0 or \
+            page.get_by_text("Waiting for:", exact=False).count() > 0
+        if busy:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.time()
+        elif time.time() - quiet_since > 1.5:
+            return
+        time.sleep(0.25)

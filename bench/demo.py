@@ -15,10 +15,9 @@ import os
 import resource
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from bench.appserver import CHROMIUM, PAGES, serve_app
+from bench.appserver import CHROMIUM, PAGES, launch_chromium, serve_app, settle
 
 
 def _vmhwm_mb(pid: int) -> float | None:
@@ -57,44 +56,27 @@ def make_digits_bundle(out: Path) -> Path:
                 os.environ["LOGITSCOPE_CACHE"] = old
 
 
-def _settle(page, title: str, timeout: float) -> None:
-    """Wait until the page shows its title and its script has stopped running for 1.5 s."""
-    page.get_by_text(title, exact=False).first.wait_for(timeout=timeout * 1000)
-    deadline, quiet_since = time.time() + timeout, None
-    while time.time() < deadline:
-        busy = page.locator('[data-testid="stStatusWidget"]').count() > 0 or \
-            page.get_by_text("Waiting for:", exact=False).count() > 0
-        if busy:
-            quiet_since = None
-        elif quiet_since is None:
-            quiet_since = time.time()
-        elif time.time() - quiet_since > 1.5:
-            return
-        time.sleep(0.25)
-
-
 def _visit(url: str, lab_run: bool) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = launch_chromium(p)
         try:
             page = browser.new_page(viewport={"width": 1440, "height": 1000})
             for path, title in PAGES.items():
                 page.goto(f"{url}/{path}", wait_until="domcontentloaded")
-                _settle(page, title, 180 if path == "embedding" else 90)
+                settle(page, title, 180 if path == "embedding" else 90)
                 if path == "embedding":  # the default map is bundled; 20 neighbours makes the app fit UMAP itself
                     page.get_by_text("Nothing selected yet", exact=False).first.wait_for(timeout=180_000)
                     page.goto(f"{url}/embedding?nn=20", wait_until="domcontentloaded")
-                    _settle(page, title, 180)
+                    settle(page, title, 180)
                     page.get_by_text("Nothing selected yet", exact=False).first.wait_for(timeout=180_000)
             if lab_run:
                 page.goto(f"{url}/lab?manip=flatten_nonmax&epochs=2&seed=3", wait_until="domcontentloaded")
-                _settle(page, PAGES["lab"], 90)
+                settle(page, PAGES["lab"], 90)
                 page.get_by_role("button", name="Distill").click()
                 page.get_by_text("Clean accuracy").first.wait_for(timeout=180_000)
-                _settle(page, PAGES["lab"], 60)
+                settle(page, PAGES["lab"], 60)
         finally:
             browser.close()
 

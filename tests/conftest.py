@@ -49,3 +49,15 @@ def study_cache(_study_dir, monkeypatch) -> Path:
     """A cache holding the trained default digits study (models and logits over the default grid)."""
     monkeypatch.setenv("LOGITSCOPE_CACHE", str(_study_dir))
     return _study_dir
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's Chromium for the browser tests: missing, it fails the run in CI and skips them elsewhere."""
+    from bench.appserver import CHROMIUM
+
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"no Chromium at {CHROMIUM}: install Debian's chromium (never `playwright install`)")
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    return CHROMIUM

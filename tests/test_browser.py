@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 
-from bench.appserver import CHROMIUM, PAGES, serve_app
+from bench.appserver import PAGES, launch_chromium, serve_app, settle
 
 pytestmark = pytest.mark.browser
 
@@ -23,12 +22,8 @@ ARTIFACTS = ROOT / "test-artifacts"
 
 
 @pytest.fixture(scope="module")
-def server(_study_dir, tmp_path_factory):
+def server(_study_dir, chromium, tmp_path_factory):
     """The app, served from a copy of the study cache (the lab may write to it)."""
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"no Chromium at {CHROMIUM}: install Debian's chromium (never `playwright install`)")
-        pytest.skip(f"no Chromium at {CHROMIUM}")
     cache = tmp_path_factory.mktemp("browser") / "cache"
     shutil.copytree(_study_dir, cache, ignore=shutil.ignore_patterns("*.lock", "lab", "embeddings"))
     log = tmp_path_factory.mktemp("browser-log") / "streamlit.log"
@@ -40,26 +35,9 @@ def server(_study_dir, tmp_path_factory):
 def browser():
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        b = launch_chromium(p)
         yield b
         b.close()
-
-
-def _settle(page, title: str, timeout: float) -> None:
-    """Wait until the page shows its title, no longer says it is waiting, and the script stopped."""
-    page.get_by_text(title, exact=False).first.wait_for(timeout=timeout * 1000)
-    deadline, quiet_since = time.time() + timeout, None
-    while time.time() < deadline:
-        busy = page.locator('[data-testid="stStatusWidget"]').count() > 0 or \
-            page.get_by_text("Waiting for:", exact=False).count() > 0
-        if busy:
-            quiet_since = None
-        elif quiet_since is None:
-            quiet_since = time.time()
-        elif time.time() - quiet_since > 1.5:
-            return
-        time.sleep(0.25)
 
 
 @pytest.mark.parametrize("path", list(PAGES))
@@ -68,7 +46,7 @@ def test_page_opens_without_exception(server, browser, path):
     page = browser.new_page(viewport={"width": 1440, "height": 1000})
     try:
         page.goto(f"{server}/{path}", wait_until="domcontentloaded")
-        _settle(page, PAGES[path], timeout=120 if path == "embedding" else 60)
+        settle(page, PAGES[path], timeout=120 if path == "embedding" else 60)
         # Streamlit scrolls inside its main block: grow the viewport to the content to capture it all.
         height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]')?.scrollHeight || 1000")
         page.set_viewport_size({"width": 1440, "height": int(min(max(height, 1000), 8000))})
@@ -87,10 +65,10 @@ def test_lab_run_finishes_and_the_page_refreshes_by_itself(server, browser):
     page = browser.new_page(viewport={"width": 1440, "height": 1000})
     try:
         page.goto(f"{server}/lab?manip=flatten_nonmax&epochs=2&seed=4", wait_until="domcontentloaded")
-        _settle(page, PAGES["lab"], timeout=60)
+        settle(page, PAGES["lab"], timeout=60)
         page.get_by_role("button", name="Distill").click()
         page.get_by_text("Clean accuracy").first.wait_for(timeout=120_000)  # appears once the job is done
-        _settle(page, PAGES["lab"], timeout=30)
+        settle(page, PAGES["lab"], timeout=30)
         assert page.get_by_text("lab:pgd-at:flatten_nonmax epochs=2 seed=4").count() > 0
         height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]')?.scrollHeight || 1000")
         page.set_viewport_size({"width": 1440, "height": int(min(max(height, 1000), 8000))})

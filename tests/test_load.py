@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.appserver import CHROMIUM, serve_app
+from bench.appserver import launch_chromium, serve_app
 
 pytestmark = pytest.mark.browser
 
@@ -76,11 +76,7 @@ class Watcher(threading.Thread):
 
 
 @pytest.fixture(scope="module")
-def app(_study_dir, tmp_path_factory):
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"no Chromium at {CHROMIUM}: install Debian's chromium (never `playwright install`)")
-        pytest.skip(f"no Chromium at {CHROMIUM}")
+def app(_study_dir, chromium, tmp_path_factory):
     if not Path("/proc/self/status").exists():
         pytest.skip("reads the server's memory from /proc (Linux)")
     from core.logits import entry_path
@@ -139,8 +135,7 @@ def test_many_sessions_at_once_are_served_compute_nothing_twice_and_stay_bounded
     watcher.start()
     t0 = time.time()
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = launch_chromium(p)
         try:
             contexts = [browser.new_context(viewport={"width": 1280, "height": 900}) for _ in range(len(SESSIONS) // 2)]
             pages = [contexts[i % len(contexts)].new_page() for i in range(len(SESSIONS))]
