@@ -84,9 +84,9 @@ def build_model(arch: str, in_shape: tuple[int, int, int], num_classes: int,
         raise LogitscopeError(f"Unknown architecture {arch!r}: choose one of {', '.join(sorted(ARCHS))}.")
     model = nn.Sequential(Normalize(mean, std), ARCHS[arch](tuple(in_shape), num_classes))
     # Convolution weights in channels-last (NHWC) order make every activation NHWC too, whatever the
-    # input's layout: oneDNN's convolutions and max-pooling are much faster so on a CPU (PGD on the
-    # digits CNN takes 0.6x the time; `python -m bench --only pgd_throughput`). Same function, same
-    # state_dict keys and shapes; checkpoints are saved contiguous.
+    # input's layout, and oneDNN's convolutions and max-pooling run much faster that way on a CPU (PGD
+    # on the digits CNN takes 0.7x the time; `python -m bench --only pgd_throughput`). Same function,
+    # same state_dict keys and shapes; checkpoints are saved contiguous.
     return model.to(memory_format=torch.channels_last)
 
 
