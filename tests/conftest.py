@@ -8,6 +8,7 @@ developing; CI leaves it unset, so every run starts from an empty cache.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,23 @@ def study_cache(_study_dir, monkeypatch) -> Path:
     """A cache holding the trained default digits study (models and logits over the default grid)."""
     monkeypatch.setenv("LOGITSCOPE_CACHE", str(_study_dir))
     return _study_dir
+
+
+@pytest.fixture
+def app_cache(_study_dir, tmp_path, monkeypatch) -> Path:
+    """A private copy of the trained study for tests that write: lab runs, UMAP maps, corrupted entries.
+
+    Lock files, lab runs and maps of other tests are left out; background jobs are cleared before and
+    after, so no thread outlives the test.
+    """
+    from core import jobs
+
+    dst = tmp_path / "app-cache"
+    shutil.copytree(_study_dir, dst, ignore=shutil.ignore_patterns("*.lock", "lab", "embeddings"))
+    monkeypatch.setenv("LOGITSCOPE_CACHE", str(dst))
+    jobs.clear()
+    yield dst
+    jobs.clear()
 
 
 @pytest.fixture(scope="session")

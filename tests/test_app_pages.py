@@ -7,7 +7,6 @@ so lab runs and UMAP maps written here never leak into other tests.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
@@ -27,22 +26,6 @@ def no_jobs_left():
     jobs.clear()
     yield
     jobs.clear()  # cancels whatever a test started, so no thread outlives it
-
-
-@pytest.fixture(scope="module")
-def study_template(_study_dir, tmp_path_factory):
-    dst = tmp_path_factory.mktemp("app-study") / "cache"
-    shutil.copytree(_study_dir, dst, ignore=shutil.ignore_patterns("*.lock", "lab", "embeddings"))
-    return dst
-
-
-@pytest.fixture
-def app_cache(study_template, tmp_path, monkeypatch):
-    """A private copy of the trained study (models and logits over the default grid)."""
-    dst = tmp_path / "cache"
-    shutil.copytree(study_template, dst)
-    monkeypatch.setenv("LOGITSCOPE_CACHE", str(dst))
-    return dst
 
 
 def open_page(page: str, query: dict | None = None) -> AppTest:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -143,10 +142,7 @@ def test_a_corrupt_entry_is_reported_once_and_counts_as_missing(net, caplog):
     assert entry_ok(KEY, DATA, ATTACK)
 
 
-def test_pages_wait_for_a_recomputation_instead_of_reading_a_corrupt_entry(study_cache, tmp_path, monkeypatch):
-    cache = tmp_path / "copy"
-    shutil.copytree(study_cache, cache, ignore=shutil.ignore_patterns("*.lock", "lab", "embeddings"))
-    monkeypatch.setenv("LOGITSCOPE_CACHE", str(cache))
+def test_pages_wait_for_a_recomputation_instead_of_reading_a_corrupt_entry(app_cache):
     from core.views import Selection
 
     sel = Selection("digits", ("standard", "pgd-at"))
@@ -434,14 +430,6 @@ def test_finished_jobs_do_not_pile_up_in_a_long_running_server(monkeypatch):
         assert jobs.submit(f"quick-{i}", lambda ctx, i=i: [i] * 1000, f"quick {i}").wait(10)
     kept = [k for k in jobs._registry if k.startswith("quick-")]
     assert len(kept) <= 11 and "quick-39" in kept and jobs.get("quick-39").result[0] == 39
-
-
-@pytest.fixture
-def app_cache(study_cache, tmp_path, monkeypatch):
-    dst = tmp_path / "app-cache"
-    shutil.copytree(study_cache, dst, ignore=shutil.ignore_patterns("*.lock", "lab", "embeddings"))
-    monkeypatch.setenv("LOGITSCOPE_CACHE", str(dst))
-    return dst
 
 
 def _error_texts(at) -> str:

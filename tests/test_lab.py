@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -93,16 +92,7 @@ def test_agreement_frame_is_one_for_the_teacher_itself():
     assert np.allclose(frame.loc[frame.model == "reversed", "tau"], -1)
 
 
-@pytest.fixture
-def study_copy(_study_dir, tmp_path, monkeypatch):
-    """A private copy of the trained study, so lab runs do not touch the shared test cache."""
-    dst = tmp_path / "study"
-    shutil.copytree(_study_dir, dst, ignore=shutil.ignore_patterns("*.lock", "lab", "embeddings"))
-    monkeypatch.setenv("LOGITSCOPE_CACHE", str(dst))
-    return dst
-
-
-def test_a_tiny_run_trains_evaluates_and_records(study_copy):
+def test_a_tiny_run_trains_evaluates_and_records(app_cache):
     jobs.clear()
     spec = lab.LabSpec("digits", "pgd-at", "flatten_nonmax", temperature=3.0, epochs=1, seed=3)
     attack = eval_attack("digits")

@@ -94,23 +94,6 @@ def test_paths_outside_the_data_folders_are_refused(tmp_path, monkeypatch):
 
 # --- random links opened in the app -------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def study_template(_study_dir, tmp_path_factory):
-    dst = tmp_path_factory.mktemp("validation-study") / "cache"
-    shutil.copytree(_study_dir, dst, ignore=shutil.ignore_patterns("*.lock", "lab", "embeddings"))
-    return dst
-
-
-@pytest.fixture
-def app_cache(study_template, tmp_path, monkeypatch):
-    dst = tmp_path / "cache"
-    shutil.copytree(study_template, dst)
-    monkeypatch.setenv("LOGITSCOPE_CACHE", str(dst))
-    jobs.clear()
-    yield dst
-    jobs.clear()
-
-
 def open_page(page: str, query: dict):
     from streamlit.testing.v1 import AppTest
 
