@@ -3,7 +3,8 @@
 - `atomic_write(path, data)`: the bytes go to a hidden temporary file beside the target, are flushed
   to disk, and only then renamed over it. A reader (another process, another browser session) sees
   the old file or the new one, never half of one; a write that fails (full disk, cancelled job,
-  read-only folder) leaves the old file as it was and no temporary behind.
+  read-only folder) leaves the old file as it was and no temporary behind. `atomic_file(path)` does
+  the same for content written piece by piece (a download, an unpacked bundle member).
 - `cache_lock(path, cancel)`: a `filelock` lock beside an entry. Two processes, or two threads of one
   process (two browser sessions), that want the same entry take turns: the first computes, the
   others wait and then read its result. A waiter whose job is cancelled stops waiting.
@@ -23,7 +24,7 @@ import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import BinaryIO, Callable, Iterator, Mapping
 
 import torch
 from filelock import FileLock, Timeout
@@ -58,14 +59,19 @@ def _write_fd(fd: int, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
+def _temporary(path: Path) -> tuple[int, str]:
+    """A new hidden temporary file beside `path` (its folder created): (fd, name)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    except OSError as exc:
+        raise write_error(exc, path.parent) from exc
+
+
 def atomic_write(path: str | Path, data: bytes) -> Path:
     """Replace `path` by `data` all at once; raise LogitscopeError (the old file intact) if the disk says no."""
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    except OSError as exc:
-        raise write_error(exc, path.parent) from exc
+    fd, tmp = _temporary(path)
     try:
         _write_fd(fd, data)
         os.replace(tmp, path)
@@ -75,6 +81,45 @@ def atomic_write(path: str | Path, data: bytes) -> Path:
         with contextlib.suppress(OSError):
             os.unlink(tmp)  # gone already after a successful rename
     return path
+
+
+class _Sink:
+    """The file object `atomic_file` hands out: writes only, a failed write said as `write_error`."""
+
+    def __init__(self, f: BinaryIO, where: Path):
+        self._f, self._where = f, where
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as exc:
+            raise write_error(exc, self._where) from exc
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[_Sink]:
+    """`atomic_write` for content written piece by piece (downloads, unpacked members): never whole in memory.
+
+    The file appears at `path`, complete and on disk, only when the block ends normally; an exception
+    in the block leaves the old file (or none) and no temporary behind, and propagates unchanged.
+    """
+    path = Path(path)
+    fd, tmp = _temporary(path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield _Sink(f, path.parent)
+            try:
+                f.flush()
+                os.fsync(f.fileno())
+            except OSError as exc:
+                raise write_error(exc, path.parent) from exc
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise write_error(exc, path.parent) from exc
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 @contextlib.contextmanager
