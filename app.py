@@ -1,7 +1,7 @@
 """Logitscope: see what adversarial training does to a classifier's logits.
 
 Run with `streamlit run app.py`. This file only configures the page and the navigation; each page
-lives in pages/ and shares its sidebar and cached core calls through pages/_shared.py.
+lives in pages/ and shares the sidebar (pages/_context.py) and the cached core calls (pages/_cached.py).
 """
 
 import streamlit as st

@@ -14,15 +14,14 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bench.reference import reference_epoch, reference_pgd
-from core.attacks import attack_grid, pgd
-from core.logits import eval_batch_size
 from core.config import AttackSpec
-from core.data import load_dataset
-from core.models import ARCHS, attack_dtype, build_model
+from core.engine.attacks import attack_grid, pgd
+from core.engine.data import load_dataset
+from core.engine.logits import eval_batch_size
+from core.engine.models import ARCHS, attack_dtype, build_model
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -174,8 +173,9 @@ def pgd_roofline_fraction(quick: bool) -> list[Result]:
 
 def _naive_study_seconds(quick: bool) -> float:
     """The naive cost of the default digits study, from per-epoch costs measured now."""
-    from core.report import reproduce  # noqa: F401  (same import cost as the real run)
-    from core.study import default_recipes, hyper
+    from core.study.hyper import hyper
+    from core.study.recipes import default_recipes
+    from core.study.report import reproduce  # noqa: F401  (same import cost as the real run)
 
     d = load_dataset("digits")
     h = hyper("digits")
@@ -214,8 +214,9 @@ def reproduce_digits_seconds(quick: bool) -> list[Result]:
 def distill_live_seconds(quick: bool) -> list[Result]:
     """One default student from cached teacher logits, plus its robust evaluation over the grid."""
     from core.config import DataSpec
-    from core.logits import get_grid
-    from core.study import ensure_model, eval_attack, hyper, load_model, student_recipe, teacher_recipes
+    from core.engine.logits import get_grid
+    from core.study.hyper import eval_attack, hyper
+    from core.study.recipes import ensure_model, load_model, student_recipe, teacher_recipes
 
     workspace().fill()
     h = hyper("digits")
@@ -240,8 +241,9 @@ def distill_live_seconds(quick: bool) -> list[Result]:
 
 def scrub_ms(quick: bool) -> list[Result]:
     """The core work behind one epsilon change on the distributions page, from cached logits."""
-    from core import analysis, charts, views
-    from core.logits import get_grid
+    from core.app import charts, views
+    from core.engine import analysis
+    from core.engine.logits import get_grid
 
     workspace().fill()
     sel = views.Selection("digits", ("standard", "pgd-at"))

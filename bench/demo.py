@@ -33,11 +33,11 @@ def _vmhwm_mb(pid: int) -> float | None:
 
 def make_digits_bundle(out: Path) -> Path:
     """A bundle of the digits study: from LOGITSCOPE_CACHE if it is trained there, else trained in a temp folder."""
-    from core.bundle import write_bundle
-    from core.study import default_recipes, is_trained
+    from core.app.bundle import write_bundle
+    from core.study.recipes import default_recipes, is_trained
 
     if all(is_trained(r) for r in default_recipes("digits")):
-        from core.report import reproduce
+        from core.study.report import reproduce
 
         reproduce("digits", seeds=(0,))  # computes any missing logits of the default grid (seconds when cached)
         return write_bundle("digits", out).path
@@ -45,7 +45,7 @@ def make_digits_bundle(out: Path) -> Path:
         old = os.environ.get("LOGITSCOPE_CACHE")
         os.environ["LOGITSCOPE_CACHE"] = tmp
         try:
-            from core.report import reproduce
+            from core.study.report import reproduce
 
             reproduce("digits", seeds=(0,))
             return write_bundle("digits", out).path

@@ -5,6 +5,8 @@
 
 It calls the same functions as the app's pages. Usage errors exit with status 2 and a message;
 errors found while running (missing data, unreadable files) exit with status 1 and a message.
+Each subcommand imports the layers it uses when it runs, so `--help` and usage errors answer at once,
+without loading torch. The command line sits on top of `core.app`, `core.study` and `core.engine`.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ import tempfile
 from functools import partial
 from pathlib import Path
 
-from core.config import check_eps, cache_dir
-from core.data import DATASETS, DESCRIPTIONS, SCHEME_DESCRIPTIONS, dataset_scheme, is_dataset_name
+from core.config import cache_dir, check_eps
+from core.engine.data import DATASETS, DESCRIPTIONS, SCHEME_DESCRIPTIONS, dataset_scheme, is_dataset_name
 from core.errors import Cancelled, LogitscopeError
 from core.storage import atomic_write
 
@@ -148,11 +150,10 @@ def _progress_bar(quiet: bool):
 
 
 def cmd_reproduce(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from core import report as rep
-    from core.models import resolve_device
-    from core.study import default_recipes, eval_attack
-
-    from core.models import ARCHS
+    from core.engine.models import ARCHS, resolve_device
+    from core.study import report as rep
+    from core.study.hyper import eval_attack
+    from core.study.recipes import default_recipes
 
     if args.data_dir is not None and not Path(args.data_dir).expanduser().is_dir():
         parser.error(f"--data-dir {args.data_dir} is not a folder")
@@ -162,7 +163,7 @@ def cmd_reproduce(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     if args.arch is not None and args.arch not in ARCHS:
         parser.error(f"unknown architecture {args.arch!r}: choose one of {', '.join(sorted(ARCHS))}")
     if dataset_scheme(args.dataset) is not None:
-        from core.data_own import own_data_name
+        from core.engine.data_own import own_data_name
 
         try:  # the canonical name (absolute path + content hash) keys the cache
             args.dataset = own_data_name(args.dataset, args.data_dir)
@@ -209,7 +210,7 @@ def cmd_datasets(args, parser) -> int:
 
 
 def cmd_zoo(args, parser) -> int:
-    from core import zoo
+    from core.engine import zoo
 
     for value, choices, flag in ((args.dataset, zoo.ZOO_DATASETS, "--dataset"), (args.threat, zoo.ZOO_THREATS, "--threat")):
         if value is not None and value.lower() not in (c.lower() for c in choices):
@@ -239,7 +240,7 @@ def _check_dataset(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         parser.error(f"unknown dataset {args.dataset!r}: choose one of {', '.join(sorted(DATASETS))}, "
                      "or give your own data as npz:<path> or folder:<path>")
     if dataset_scheme(args.dataset) is not None:
-        from core.data_own import own_data_name
+        from core.engine.data_own import own_data_name
 
         try:
             args.dataset = own_data_name(args.dataset, args.data_dir)
@@ -248,8 +249,8 @@ def _check_dataset(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
 
 
 def cmd_precompute(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from core import precompute as pc
-    from core.models import resolve_device
+    from core.engine.models import resolve_device
+    from core.study import precompute as pc
 
     _check_dataset(args, parser)
     try:
@@ -277,7 +278,7 @@ def cmd_precompute(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
 
 
 def cmd_bundle(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from core.bundle import write_bundle
+    from core.app.bundle import write_bundle
 
     _check_dataset(args, parser)
     if args.out.is_dir():

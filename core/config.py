@@ -56,6 +56,11 @@ class _Spec:
         return cls(**kwargs)
 
 
+def with_clean(eps) -> tuple[float, ...]:
+    """An epsilon grid as evaluated: the values as floats, sorted, without repeats, with 0 (clean) added."""
+    return tuple(sorted({0.0, *(float(e) for e in eps)}))
+
+
 @dataclass(frozen=True)
 class DataSpec(_Spec):
     """A dataset and one of its splits ("train" or "test"); `limit` keeps the first n samples."""
@@ -131,7 +136,7 @@ class DistillSpec(_Spec):
     """Distillation from a teacher's clean logits on the training split.
 
     `teacher` is the key of the teacher's ModelSpec; `manipulation` a name from
-    `core.distill.MANIPULATIONS`; `fraction` the share of samples whose teacher logits are
+    `core.engine.distill.MANIPULATIONS`; `fraction` the share of samples whose teacher logits are
     manipulated; `hard_weight` the weight of cross-entropy on the true labels.
     """
 
@@ -216,6 +221,17 @@ def cache_dir() -> Path:
     """Root of everything regenerable. `LOGITSCOPE_CACHE` overrides the default `./cache`."""
     root = Path(os.environ.get("LOGITSCOPE_CACHE", Path(__file__).resolve().parent.parent / "cache"))
     return root
+
+
+DEMO_ENV = "LOGITSCOPE_DEMO"  # the bundle the hosted demo serves (core.app.demo)
+
+
+def demo_mode() -> bool:
+    """True when the app serves a bundle as the hosted demo (LOGITSCOPE_DEMO is set).
+
+    A setting, read here so that every layer can ask it without importing the demo itself.
+    """
+    return bool(os.environ.get(DEMO_ENV))
 
 
 def data_roots() -> list[Path]:

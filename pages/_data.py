@@ -1,7 +1,7 @@
 """The sidebar's data settings (a data folder, your own data) and the hosted-demo switch.
 
 - `demo()`: when LOGITSCOPE_DEMO (or the Streamlit secret of that name) names a bundle, serve it
-  (core.demo) and return it; None otherwise. Called first on every page run, before anything
+  (core.app.demo) and return it; None otherwise. Called first on every page run, before anything
   reads the cache.
 - `source_settings(demo)`: the "Data folder" and "Your own data" inputs. The folder is the CLI's
   --data-dir (torchvision's files, relative own-data paths), kept in the URL as `dd` and checked to
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import demo as core_demo
+from core.app import demo as core_demo
 from core.config import data_roots, inside_data_roots
-from core.data import dataset_scheme
-from core.data_own import IMAGE_SUFFIXES, own_data_name
+from core.engine.data import dataset_scheme
+from core.engine.data_own import IMAGE_SUFFIXES, own_data_name
 from core.errors import LogitscopeError
 from pages import _state as state
 
@@ -34,7 +34,7 @@ _OWN_ERROR = "_logitscope_own_error"
 
 
 def demo() -> core_demo.Demo | None:
-    """The bundle this app serves (see core.demo), or None outside demo mode."""
+    """The bundle this app serves (see core.app.demo), or None outside demo mode."""
     if not os.environ.get(core_demo.ENV):
         try:  # a root-level secret (Streamlit Community Cloud's settings, or .streamlit/secrets.toml)
             secret = st.secrets.get(core_demo.ENV) if st.secrets.load_if_toml_exists() else None

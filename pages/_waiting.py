@@ -1,4 +1,4 @@
-"""Waiting for background work: starting jobs, showing their live progress, and the first-run training.
+"""Background work: starting jobs (first-run training, missing logits, lab runs), showing their live progress.
 
 Pages never train or attack in their own run. They ask `require`, which says what is missing, finds
 (or starts) the job that makes it, shows its progress with a cancel button, and stops the page;
@@ -11,9 +11,10 @@ from typing import Sequence
 
 import streamlit as st
 
-from core import demo, jobs, prepare, views
+from core.app import demo, jobs, lab, prepare, views
 from core.config import cache_dir, stable_key
-from core.study import Recipe, default_recipes, is_trained
+from core.study.recipes import Recipe, default_recipes, is_trained
+from pages import _data as data
 
 AUTO_TRAIN = ("digits",)  # datasets whose models train by themselves when missing (about a minute on a CPU)
 
@@ -141,3 +142,26 @@ def require(sel: views.Selection, recipes: Sequence[Recipe]) -> None:
             start_prepare(sel, recipes, label)
             st.rerun()
     st.stop()
+
+
+def forget_job(job: jobs.Job) -> None:
+    """Drop a finished job, so that the next request starts it afresh."""
+    jobs.forget(job.key)
+
+
+# --- the distillation lab's runs ------------------------------------------------------------------
+
+def lab_job_key(spec: lab.LabSpec, attack) -> str:
+    return f"lab:{lab.run_id(spec, attack)}:{cache_dir()}"
+
+
+def start_lab(spec: lab.LabSpec, sel: views.Selection) -> jobs.Job:
+    """Submit a lab run (validating its spec first, so bad settings fail here with a message)."""
+    student = spec.recipe()
+    attack, grid = sel.attack(), sel.grid()
+    if data.demo() is not None:  # the demo's limits: small data, few epochs, one job at a time, bundled teachers
+        demo.check_lab(data.demo(), spec.epochs, is_trained(spec.teacher_recipe()),
+                  any(j.key != lab_job_key(spec, attack) for j in jobs.active()))
+    return jobs.submit(lab_job_key(spec, attack), lambda jc: lab.run(jc, spec, attack, grid, data_dir=sel.data_dir),
+                       f"Distilling {student.name}",
+                       meta={"kind": "lab", "ident": ident(sel), "covers": frozenset({student.key})})

@@ -2,8 +2,9 @@
 
 import streamlit as st
 
-from core import charts
-from pages import _shared as ui
+from core.app import charts
+from pages import _cached as cached
+from pages import _context as ui
 from pages import _state as state
 
 ctx = ui.sidebar(("a", "b", "color", "i"))
@@ -14,7 +15,7 @@ st.markdown("Finding 2: adversarially-trained and standard models disagree on **
 with ui.guard():
     ui.need_models(ctx, 2)
     ui.require(ctx)
-    key, bundle, table = ui.logit_set(ctx)
+    key, bundle, table = cached.logit_set(ctx)
     models = list(ctx.sel.models)
     eps = ctx.eps
 
@@ -26,7 +27,7 @@ with ui.guard():
                      format_func={"label": "true class", "outcome": "correctness"}.get,
                      **state.bind("color", "label", state.choice(["label", "outcome"])))
 
-    pairs, stats, (a_more, b_more) = ui.confidence_view(key, a, b, eps, table)
+    pairs, stats, (a_more, b_more) = cached.confidence_view(key, a, b, eps, table)
     n = len(bundle.labels)
     sample = state.value("i", int(a_more["idx"].iloc[0]), state.number(0, n - 1, integer=True))
 
@@ -53,7 +54,7 @@ with ui.guard():
 
     def image_row(rows, title: str, side: str) -> None:
         st.markdown(title)
-        thumbs = ui.images(ctx.sel.dataset, tuple(int(i) for i in rows["idx"]), ctx.sel.data_dir)
+        thumbs = cached.images(ctx.sel.dataset, tuple(int(i) for i in rows["idx"]), ctx.sel.data_dir)
         cols = st.columns(len(rows))
         for j, (col, (_, r)) in enumerate(zip(cols, rows.iterrows())):
             cls = bundle.classes
@@ -69,7 +70,7 @@ with ui.guard():
     st.subheader("Selected sample")
     sample = st.number_input("Sample index", 0, n - 1, step=1, **state.bind("i", sample, state.number(
         0, n - 1, integer=True)))
-    detail = ui.sample_detail(ctx, bundle, [a, b], eps, int(sample))
+    detail = cached.sample_detail(ctx, bundle, [a, b], eps, int(sample))
     cols = st.columns([1, 1, 1, 1, 1])
     label = bundle.classes[bundle.labels[sample]]
     cols[0].image(charts.to_display(detail["clean"], 112), caption=f"clean · label {label}", width=112)

@@ -2,9 +2,10 @@
 
 import streamlit as st
 
-from core import charts
-from core.views import QUANTITY_LABELS, SPLITS
-from pages import _shared as ui
+from core.app import charts
+from core.app.views import QUANTITY_LABELS, SPLITS
+from pages import _cached as cached
+from pages import _context as ui
 from pages import _state as state
 
 ctx = ui.sidebar(("q", "split"))
@@ -15,7 +16,7 @@ st.markdown("Finding 1: adversarial training shrinks the **max logit** and the *
 with ui.guard():
     ui.need_models(ctx, 1)
     ui.require(ctx)
-    key, bundle, table = ui.logit_set(ctx)
+    key, bundle, table = cached.logit_set(ctx)
     models = list(ctx.sel.models)
 
     c1, c2 = st.columns([2, 3])
@@ -25,14 +26,14 @@ with ui.guard():
                      **state.bind("split", "none", state.choice(SPLITS)))
 
     def render(eps: float) -> None:
-        hist, summary = ui.distribution(key, eps, quantity, split, bundle, table)
+        hist, summary = cached.distribution(key, eps, quantity, split, bundle, table)
         left, right = st.columns([3, 2])
         with left:
             st.markdown(f"**{QUANTITY_LABELS[quantity]}** at epsilon {eps:g}")
             st.altair_chart(charts.distribution_chart(hist, QUANTITY_LABELS[quantity], models), width="stretch")
         with right:
             st.markdown("**Accuracy under attack**")
-            curve = ui.accuracy_curve(key, table)
+            curve = cached.accuracy_curve(key, table)
             st.altair_chart(charts.accuracy_chart(curve, eps, models), width="stretch")
         st.markdown(f"**Summary statistics** of {QUANTITY_LABELS[quantity]} at epsilon {eps:g}; *KS* is the "
                     f"Kolmogorov-Smirnov distance to **{models[0]}** (0 = same distribution, 1 = no overlap).")

@@ -2,9 +2,11 @@
 
 import streamlit as st
 
-from core import charts
-from pages import _shared as ui
+from core.app import charts
+from pages import _cached as cached
+from pages import _context as ui
 from pages import _state as state
+from pages import _waiting as waiting
 
 ctx = ui.sidebar(("ecolor", "nn"))
 st.title("Embedding of the logit vectors")
@@ -15,7 +17,7 @@ st.markdown("Each point is one test image as one model sees it: its whole logit 
 with ui.guard():
     ui.need_models(ctx, 1)
     ui.require(ctx)
-    key, bundle, table = ui.logit_set(ctx)
+    key, bundle, table = cached.logit_set(ctx)
     models = list(ctx.sel.models)
 
     c1, c2, c3 = st.columns([3, 2, 1])
@@ -26,12 +28,12 @@ with ui.guard():
                            help="Small values keep local structure, large values the global layout.")
     c3.metric("Epsilon", f"{ctx.eps:g}", help="Change it in the sidebar.")
 
-    emb, job = ui.embedding_job(key, bundle, ctx.eps, int(neighbours))
+    emb, job = cached.embedding_job(key, bundle, ctx.eps, int(neighbours))
     if emb is None:
         st.info(f"**Waiting for:** the UMAP map of {len(models)} models x {len(bundle.labels)} test images at "
                 f"epsilon {ctx.eps:g}.", icon=":material/hourglass_top:")
-        if ui.show_job(job) == "failed" and st.button("Try again", icon=":material/replay:"):
-            ui.forget_job(job)
+        if waiting.show_job(job) == "failed" and st.button("Try again", icon=":material/replay:"):
+            waiting.forget_job(job)
             st.rerun()
         st.stop()
 
@@ -42,9 +44,9 @@ with ui.guard():
         st.caption("Nothing selected yet: drag a rectangle on the map (double-click clears it).")
     else:
         st.markdown(f"**{len(chosen)} points selected**")
-        st.dataframe(ui.selection_summary(chosen), hide_index=True)
+        st.dataframe(cached.selection_summary(chosen), hide_index=True)
         shown = chosen.head(48)
-        thumbs = ui.images(ctx.sel.dataset, tuple(int(i) for i in shown["idx"]), ctx.sel.data_dir)
+        thumbs = cached.images(ctx.sel.dataset, tuple(int(i) for i in shown["idx"]), ctx.sel.data_dir)
         st.image(charts.thumbnails(thumbs, 64), width=64,
                  caption=[f"{r.model}: #{r.idx} {r.label}->{r.pred} ({r.confidence:.2f})" for r in shown.itertuples()])
         if len(chosen) > len(shown):

@@ -2,14 +2,17 @@
 
 import streamlit as st
 
-from core import charts, jobs, lab
-from core.distill import MANIPULATIONS
+from core.app import charts, jobs, lab
+from core.app.demo import LAB_MAX_EPOCHS
+from core.app.views import QUANTITY_LABELS
+from core.engine.distill import MANIPULATIONS
 from core.errors import LogitscopeError
-from core.demo import LAB_MAX_EPOCHS
-from core.study import hyper, is_trained, teacher_recipes
-from core.views import QUANTITY_LABELS
-from pages import _shared as ui
+from core.study.hyper import hyper
+from core.study.recipes import is_trained, teacher_recipes
+from pages import _cached as cached
+from pages import _context as ui
 from pages import _state as state
+from pages import _waiting as waiting
 
 ctx = ui.sidebar(("teacher", "manip", "T", "hard", "frac", "epochs", "seed", "lq"))
 sel = ctx.sel
@@ -49,35 +52,35 @@ with ui.guard():
     spec = lab.LabSpec(sel.dataset, teacher, manip, float(temperature), float(hard), float(frac), int(epochs),
                        int(seed))
     attack = sel.attack()
-    job_key = ui.lab_job_key(spec, attack)
+    job_key = waiting.lab_job_key(spec, attack)
     if demo is not None and not demo.live_lab:
         st.caption("Live distillation is off in this hosted demo: its dataset is too large for its small host.")
     if st.button("Distill", type="primary", icon=":material/science:", key="distill",
                  disabled=demo is not None and not demo.live_lab,
                  help="Trains the student in the background (seconds on digits) and evaluates it over the grid."):
         try:
-            ui.start_lab(spec, sel)
+            waiting.start_lab(spec, sel)
         except LogitscopeError as exc:
             st.error(str(exc))
     job = jobs.get(job_key)
     if job is not None:
-        ui.show_job(job)
+        waiting.show_job(job)
 
-    runs = ui.lab_runs(sel.dataset)
+    runs = cached.lab_runs(sel.dataset)
     st.subheader(f"This configuration: {spec.name()}")
     row = runs[runs["run"] == lab.run_id(spec, attack)]
     if row.empty:
         st.info("Not run yet under this attack: press **Distill**.", icon=":material/science:")
     else:
-        names = ui.lab_comparison_names(ctx, spec)
+        names = cached.lab_comparison_names(ctx, spec)
         if names is None:
             st.info("Some models of the comparison are still being prepared; see the sidebar.")
         else:
-            key, bundle, table = ui.logit_set(ctx, names)
+            key, bundle, table = cached.logit_set(ctx, names)
             r = row.iloc[-1]
             m1, m2, m3, m4 = st.columns(4)
             m1.metric("Clean accuracy", f"{r.clean_accuracy:.3f}")
-            acc = ui.accuracy_curve(key, table)
+            acc = cached.accuracy_curve(key, table)
             at_eps = acc[(acc["model"] == spec.name()) & (acc["eps"] == ctx.eps)]["accuracy"]
             m2.metric(f"Accuracy at epsilon {ctx.eps:g}", f"{at_eps.iloc[0]:.3f}" if len(at_eps) else "-")
             m3.metric("Incorrect-class order agreement", f"{r.order_agreement:.3f}",
@@ -91,12 +94,12 @@ with ui.guard():
                 q = st.selectbox("Logit statistic", [k for k in QUANTITY_LABELS if k != "logits"],
                                  format_func=QUANTITY_LABELS.get, **state.bind("lq", "max_logit",
                                                                                state.choice(QUANTITY_LABELS)))
-                pair_key, pair_bundle, pair_table = ui.logit_set(ctx, [teacher, spec.name()])
-                hist, _ = ui.distribution(pair_key, ctx.eps, q, "none", pair_bundle, pair_table)
+                pair_key, pair_bundle, pair_table = cached.logit_set(ctx, [teacher, spec.name()])
+                hist, _ = cached.distribution(pair_key, ctx.eps, q, "none", pair_bundle, pair_table)
                 st.altair_chart(charts.distribution_chart(hist, QUANTITY_LABELS[q], [teacher, spec.name()]),
                                 width="stretch")
             st.markdown("**Does the student keep the teacher's order of the incorrect classes?** (clean test images)")
-            agreement = ui.order_agreement(key, teacher, [n for n in names if n != teacher], bundle)
+            agreement = cached.order_agreement(key, teacher, [n for n in names if n != teacher], bundle)
             st.altair_chart(charts.agreement_chart(agreement, [n for n in names if n != teacher]), width="stretch")
 
     st.subheader("All runs")
@@ -107,7 +110,7 @@ with ui.guard():
                                         **{c: st.column_config.NumberColumn(format="%.3f") for c in shown.columns
                                            if c.startswith("acc") or c in ("clean acc", "order agreement")}})
     if not runs.empty:
-        curve = ui.runs_curve(runs)
+        curve = cached.runs_curve(runs)
         st.markdown("**Accuracy under attack of the last ten runs**")
         st.altair_chart(charts.accuracy_chart(curve, ctx.eps, list(dict.fromkeys(curve["model"]))),
                         width="stretch")
@@ -117,5 +120,5 @@ with ui.guard():
                        on_click="ignore", disabled=runs.empty)
     chosen = [shown["run"].iloc[i] for i in charts.selected_rows(event) if i < len(shown)]
     if c2.button(f"Remove {len(chosen)} selected run(s) from the table", disabled=not chosen, icon=":material/delete:"):
-        ui.delete_runs(chosen)
+        cached.delete_runs(chosen)
         st.rerun()

@@ -2,10 +2,13 @@
 
 import streamlit as st
 
-from core import jobs
+from core.app import jobs
+from core.app.demo import DISABLED, LAB_MAX_EPOCHS
 from core.config import cache_dir
-from core.study import is_trained
-from pages import _shared as ui
+from core.study.recipes import is_trained
+from pages import _cached as cached
+from pages import _context as ui
+from pages import _waiting as waiting
 
 ctx = ui.sidebar()
 sel = ctx.sel
@@ -25,15 +28,13 @@ st.markdown(
     "*(Distillation lab)*")
 
 if ctx.demo is not None:
-    from core.demo import DISABLED, LAB_MAX_EPOCHS
-
     lab_note = (f"The distillation lab runs live, at most {LAB_MAX_EPOCHS} epochs and one run at a time."
                 if ctx.demo.live_lab else "The distillation lab shows the bundled runs only: live distillation is off.")
     st.info(f"**This is a hosted demo** serving the bundle {ctx.demo.describe()}. Disabled here: "
             f"{'; '.join(DISABLED)}. {lab_note} Run the app locally for everything else.", icon=":material/public:")
 
 with ui.guard():
-    found = ui.findings(ctx)
+    found = cached.findings(ctx)
     if found:
         with st.container(border=True):
             st.markdown(f"**In this cache** ({sel.dataset}, {sel.norm} PGD-{sel.steps}, epsilon {ctx.eps:g}):")
@@ -42,8 +43,8 @@ with ui.guard():
 
     st.subheader("Models")
     for job in jobs.active():  # the first-run training, or whatever another page started
-        ui.show_job(job)
-    table = ui.model_table(ctx)
+        waiting.show_job(job)
+    table = cached.model_table(ctx)
     robust = f"robust accuracy @ eps {ctx.eps:g}"
     st.dataframe(
         table, hide_index=True, width="stretch",
@@ -64,12 +65,12 @@ with ui.guard():
     if c1.button(f"Train missing models ({len(untrained)})", disabled=demo or not untrained,
                  icon=":material/model_training:", key="train_missing",
                  help="Trains every model above that is not trained yet, in the background."):
-        ui.start_prepare(sel, untrained, f"Training {len(untrained)} missing models")
+        waiting.start_prepare(sel, untrained, f"Training {len(untrained)} missing models")
         st.rerun()
     if c2.button(f"Compute missing logits ({len(not_ready)})", disabled=demo or not not_ready, icon=":material/bolt:",
                  key="compute_missing",
                  help="Trains what is missing and attacks every model under the sidebar's attack settings."):
-        ui.start_prepare(sel, [ctx.catalog[n] for n in not_ready], f"Preparing {len(not_ready)} models")
+        waiting.start_prepare(sel, [ctx.catalog[n] for n in not_ready], f"Preparing {len(not_ready)} models")
         st.rerun()
 
     st.subheader("Cache")
@@ -79,4 +80,4 @@ with ui.guard():
     else:
         st.markdown(f"Everything computed lives in `{cache_dir()}` (set `LOGITSCOPE_CACHE` to move it). Deleting it "
                     "is always safe: the app recomputes what it needs, starting with the default models.")
-    st.dataframe(ui.cache_summary(), hide_index=True)
+    st.dataframe(cached.cache_summary(), hide_index=True)

@@ -3,8 +3,9 @@
 import numpy as np
 import streamlit as st
 
-from core import charts
-from pages import _shared as ui
+from core.app import charts
+from pages import _cached as cached
+from pages import _context as ui
 from pages import _state as state
 
 ui.sidebar(("teps", "sep", "noise", "classes"))
@@ -33,8 +34,8 @@ with ui.guard():
     noise = c3.slider("Noise", 0.3, 2.0, step=0.1, **state.bind("noise", 0.8, state.number(0.3, 2)))
     classes = c4.slider("Classes", 2, 6, step=1, **state.bind("classes", 3, state.number(2, 6, integer=True)))
 
-    result = ui.toy_demo(int(classes), float(sep), float(noise), 0, float(eps))
-    sweep = ui.toy_sweep(int(classes), float(sep), float(noise), 0, tuple(np.round(np.arange(0, 1.51, 0.1), 2)))
+    result = cached.toy_demo(int(classes), float(sep), float(noise), 0, float(eps))
+    sweep = cached.toy_sweep(int(classes), float(sep), float(noise), 0, tuple(np.round(np.arange(0, 1.51, 0.1), 2)))
     stats = result.stats.set_index("model")
     m = st.columns(5)
     for col, field, label, fmt in ((m[0], "mean_max_logit", "Mean max logit", ".2f"),
@@ -53,7 +54,7 @@ with ui.guard():
     with right:
         q = st.radio("Distribution of", ["max_logit", "logit_gap"], horizontal=True,
                      format_func={"max_logit": "max logit", "logit_gap": "logit gap"}.get, key="w.toyq")
-        st.altair_chart(charts.distribution_chart(ui.toy_histogram(result, q), q.replace("_", " "),
+        st.altair_chart(charts.distribution_chart(cached.toy_histogram(result, q), q.replace("_", " "),
                                                   list(result.models)), width="stretch")
     st.markdown("**Decision regions** of both models, with the training data (shaded by predicted class).")
     st.altair_chart(charts.toy_regions_chart(result.regions(), result.x, result.y))

@@ -3,6 +3,9 @@
 `study_cache` trains the default digits study once per test session (about a minute on 2 cores)
 into a session-wide folder. Set LOGITSCOPE_TEST_CACHE to a folder to keep it between runs while
 developing; CI leaves it unset, so every run starts from an empty cache.
+
+Every test that uses the trained study (through `study_cache` or `app_cache`) is marked `slow`
+here, so `python -m pytest -m "not slow"` is the quick loop; the README's command runs them all.
 """
 
 from __future__ import annotations
@@ -17,6 +20,15 @@ import torch
 # The test models are tiny: one thread is as fast as two on a quiet machine, and many times faster
 # when other processes (a Streamlit server, a subprocess under test) compete for the cores.
 torch.set_num_threads(1)
+
+TRAINS_THE_STUDY = "_study_dir"  # the fixture behind study_cache and app_cache
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that needs the trained default study as slow."""
+    for item in items:
+        if TRAINS_THE_STUDY in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +46,7 @@ def _study_dir(tmp_path_factory) -> Path:
     old = os.environ.get("LOGITSCOPE_CACHE")
     os.environ["LOGITSCOPE_CACHE"] = str(path)
     try:
-        from core.report import reproduce
+        from core.study.report import reproduce
 
         reproduce("digits", seeds=(0,))  # trains and evaluates every default recipe once
     finally:
@@ -59,7 +71,7 @@ def app_cache(_study_dir, tmp_path, monkeypatch) -> Path:
     Lock files, lab runs and maps of other tests are left out; background jobs are cleared before and
     after, so no thread outlives the test.
     """
-    from core import jobs
+    from core.app import jobs
 
     dst = tmp_path / "app-cache"
     shutil.copytree(_study_dir, dst, ignore=shutil.ignore_patterns("*.lock", "lab", "embeddings"))

@@ -14,12 +14,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from core import bundle as B
 from core.__main__ import main
-from core.data import load_dataset
+from core.app import bundle as B
+from core.engine.data import load_dataset
+from core.engine.models import load_checkpoint
 from core.errors import LogitscopeError
-from core.models import load_checkpoint
-from core.study import default_recipes
+from core.study.recipes import default_recipes
 
 SAFE_SUFFIXES = {".safetensors", ".pt", ".parquet", ".npz", ".json"}
 

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import charts, toy, views
+from core.app import charts, toy
+from core.engine import analysis
 
 MODELS = ["standard", "pgd-at"]
 
@@ -100,10 +101,10 @@ def test_agreement_and_toy_charts_build():
     assert len(_spec(charts.toy_regions_chart(result.regions(8), result.x, result.y))["hconcat"]) == 2
 
 
-def test_a_real_histogram_from_views_renders():
+def test_a_real_histogram_from_analysis_renders():
     values = pd.DataFrame({"model": pd.Categorical(["a"] * 50 + ["b"] * 50, categories=["a", "b"]),
                            "group": "all", "value": np.linspace(0, 1, 100)})
-    hist = views.histogram(values, 0.0, 1.0, bins=10)
+    hist = analysis.histogram(values, 0.0, 1.0, bins=10)
     _spec(charts.distribution_chart(hist, "confidence", ["a", "b"]))
 
 

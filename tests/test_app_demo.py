@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import bundle as B
-from core import data as core_data
-from core import demo as core_demo
-from core import jobs
+from core.app import bundle as B
+from core.app import demo as core_demo
+from core.app import jobs
+from core.engine import data as core_data
 from core.errors import LogitscopeError
 
 PAGES = ["overview", "distributions", "differences", "lab", "embedding", "why"]

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from core import jobs
+from core.app import jobs
 from core.errors import LogitscopeError
 
 

@@ -8,10 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import jobs, lab
+from core.app import jobs, lab
 from core.config import cache_dir
 from core.errors import LogitscopeError
-from core.study import eval_attack, hyper, is_trained
+from core.study.hyper import eval_attack, hyper
+from core.study.recipes import is_trained
 
 
 def _row(run: str, name: str = "lab:pgd-at:none", **over) -> dict:

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from core import toy
+from core.app import toy
 from core.errors import LogitscopeError
 
 

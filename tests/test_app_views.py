@@ -1,4 +1,4 @@
-"""The per-page computations (core.views, core.prepare, core.samples, core.embedding, core.overview)."""
+"""The per-page computations (core.app.views, core.app.prepare, core.app.samples, core.app.embedding, core.app.overview)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import embedding, overview, prepare, samples, views
+from core.app import embedding, overview, prepare, samples, views
+from core.engine import analysis
 from core.errors import LogitscopeError
-from core.study import default_recipes, eval_attack, hyper, load_model
+from core.study.hyper import eval_attack, hyper
+from core.study.recipes import default_recipes, load_model
 
 
 def _bundle() -> views.LogitSet:
@@ -49,7 +51,7 @@ def test_quantity_values_summary_and_ks():
 
 def test_histogram_densities_integrate_to_one_and_clip_outliers():
     values = pd.DataFrame({"model": pd.Categorical(["m"] * 5), "group": "all", "value": [-10, 0.1, 0.5, 0.9, 10]})
-    hist = views.histogram(values, 0.0, 1.0, bins=4)
+    hist = analysis.histogram(values, 0.0, 1.0, bins=4)
     assert hist["count"].sum() == 5 and hist["count"].iloc[0] == 2 and hist["count"].iloc[-1] == 2
     assert (hist["density"] * (hist["end"] - hist["start"])).sum() == pytest.approx(1.0)
 
@@ -159,12 +161,15 @@ def test_embedding_is_cached_on_disk(tmp_path):
     assert summary["points"].tolist() == [60]
 
 
-def test_fast_ks_equals_scipy():
-    from core import analysis
+def test_the_summary_ks_column_equals_scipy():
+    from scipy.stats import ks_2samp
 
     rng = np.random.default_rng(0)
     for n, m in ((50, 70), (360, 360), (5, 3600)):
         a, b = rng.normal(size=n), rng.normal(0.3, 1.2, size=m)
-        assert views.ks_statistic(a, b) == pytest.approx(analysis.ks_distance(a, b))
-    ties = np.array([1.0, 1.0, 2.0, 2.0])
-    assert views.ks_statistic(ties, ties) == 0.0
+        values = pd.DataFrame({"model": ["a"] * n + ["b"] * m, "group": "all", "value": np.concatenate([a, b])})
+        s = views.summary(values, reference="a").set_index("model")
+        assert s.loc["a", "ks"] == 0.0
+        assert s.loc["b", "ks"] == pytest.approx(ks_2samp(b, a).statistic)
+    ties = pd.DataFrame({"model": ["a"] * 4 + ["b"] * 4, "group": "all", "value": [1.0, 1.0, 2.0, 2.0] * 2})
+    assert views.summary(ties, reference="a").set_index("model").loc["b", "ks"] == 0.0

@@ -11,7 +11,6 @@ import pytest
 from core.__main__ import main
 
 
-
 def _usage_error(capsys, argv: list[str]) -> str:
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
@@ -50,7 +49,7 @@ def test_datasets_lists_real_datasets_and_how_to_use_your_own(capsys):
 def test_reproduce_on_your_own_npz_relative_to_data_dir(tmp_path, capsys, monkeypatch, isolated_cache):
     from dataclasses import replace
 
-    from core import study
+    from core.study import hyper as study
 
     monkeypatch.setattr(study, "OWN_DATA_HYPER", replace(study.OWN_DATA_HYPER, epochs=2))  # a wiring test: be quick
     rng = np.random.default_rng(0)

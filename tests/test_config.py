@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from core.config import (KEY_LENGTH, AttackSpec, DataSpec, DistillSpec, ModelSpec, TrainSpec, check_eps,
-                         stable_key)
+from core.config import KEY_LENGTH, AttackSpec, DataSpec, DistillSpec, ModelSpec, TrainSpec, check_eps, stable_key
 from core.errors import LogitscopeError
 
 ROOT = Path(__file__).resolve().parent.parent

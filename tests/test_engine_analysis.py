@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from core import analysis
+from core.engine import analysis
 
 # Three samples, three classes. Row 0: correct, confident. Row 1: misclassified (true class 0 has the
 # lowest logit). Row 2: all equal (maximal entropy).

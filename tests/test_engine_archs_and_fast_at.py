@@ -9,14 +9,14 @@ import math
 import pytest
 import torch
 
-from core.attacks import pgd
 from core.config import AttackSpec, TrainSpec
-from core.data import load_dataset
+from core.engine.attacks import pgd
+from core.engine.data import load_dataset
+from core.engine.models import ARCHS, autocast, build_model, load_checkpoint, resolve_device, save_checkpoint
+from core.engine.train import fast_attack, train
 from core.errors import LogitscopeError
-from core.models import ARCHS, autocast, build_model, load_checkpoint, resolve_device, save_checkpoint
-from core.study import HYPER, OWN_DATA_HYPER, default_recipes, fast_at_recipe, hyper
-from core.train import fast_attack, train
-
+from core.study.hyper import HYPER, OWN_DATA_HYPER, hyper
+from core.study.recipes import default_recipes, fast_at_recipe
 
 
 @pytest.mark.parametrize("arch, shape", [("small_cnn", (1, 28, 28)), ("small_cnn", (3, 32, 32)),

@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.attacks import L2, Linf, attack_grid, ce_loss, margin_loss, pgd
 from core.config import AttackSpec, TrainSpec
-from core.data import load_dataset
-from core.models import build_model
-from core.train import train
+from core.engine.attacks import L2, Linf, attack_grid, ce_loss, margin_loss, pgd
+from core.engine.data import load_dataset
+from core.engine.models import build_model
+from core.engine.train import train
 
 N = 96  # test images attacked per check: enough for "most samples" to mean something
 
@@ -290,7 +290,7 @@ def test_ce_loss_is_per_sample_cross_entropy():
 # --- precision of the attack's gradient steps -----------------------------------------------------
 
 def test_attack_precision_follows_the_hardware_and_the_setting(monkeypatch):
-    from core import models
+    from core.engine import models
     from core.errors import LogitscopeError
 
     monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: True)
@@ -311,7 +311,7 @@ def test_attack_precision_follows_the_hardware_and_the_setting(monkeypatch):
 
 
 def test_bfloat16_steps_still_give_float32_examples_in_the_box(model, digits, monkeypatch):
-    from core import models
+    from core.engine import models
 
     monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: True)
     x, y = digits.x_test[:N], digits.y_test[:N]

@@ -9,7 +9,7 @@ from sklearn.datasets import load_digits as sk_digits
 from sklearn.model_selection import train_test_split
 
 from core.config import DataSpec
-from core.data import DATASETS, DESCRIPTIONS, load_dataset, make_dataset
+from core.engine.data import DATASETS, DESCRIPTIONS, load_dataset, make_dataset
 from core.errors import LogitscopeError
 
 
@@ -103,7 +103,7 @@ def test_make_dataset_validates():
 
 
 def test_class_names_come_without_loading_where_they_are_fixed(tmp_path, digits):
-    from core.data import dataset_classes
+    from core.engine.data import dataset_classes
 
     assert dataset_classes("digits") == digits.classes == tuple("0123456789")
     empty = str(tmp_path)  # no MNIST files here: answering proves nothing was loaded

@@ -7,18 +7,18 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_formats import CIFAR10_NAMES, accept_cifar10_files, block_network, write_cifar10, write_mnist
 
 from core.config import cache_dir
-from core.data import DATASETS, is_dataset_name, load_dataset
-from core.data_own import fingerprint, own_data_name, stratified_split
+from core.engine.data import DATASETS, is_dataset_name, load_dataset
+from core.engine.data_own import fingerprint, own_data_name, stratified_split
 from core.errors import LogitscopeError
-from tiny_formats import CIFAR10_NAMES, accept_cifar10_files, block_network, write_cifar10, write_mnist
 
 
 @pytest.fixture(autouse=True)
 def fresh_memo():
     """load_dataset memoises per process; tests reuse names with different files."""
-    from core.data import _load_cached
+    from core.engine.data import _load_cached
 
     _load_cached.cache_clear()
     yield
@@ -214,7 +214,7 @@ def test_canonical_name_follows_the_content(tmp_path):
     assert load_dataset(name).name == name
     _npz(tmp_path / "m.npz", n=20)  # the file changes: the old name no longer applies
     assert own_data_name("npz:m.npz", str(tmp_path)) != name
-    from core.data import _load_cached
+    from core.engine.data import _load_cached
 
     _load_cached.cache_clear()
     with pytest.raises(LogitscopeError, match="has changed"):

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from core.distill import MANIPULATIONS, manipulate
+from core.engine.distill import MANIPULATIONS, manipulate
 from core.errors import LogitscopeError
 
 KEEP_MAX = ("none", "shuffle_nonmax", "flatten_nonmax", "resample_nonmax")

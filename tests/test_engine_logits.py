@@ -17,9 +17,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from core.config import AttackSpec, DataSpec
-from core.data import load_dataset
-from core.logits import FORMAT, LogitsRecord, entry_path, get_grid, get_or_compute
-from core.models import build_model
+from core.engine.data import load_dataset
+from core.engine.logits import FORMAT, LogitsRecord, entry_path, get_grid, get_or_compute
+from core.engine.models import build_model
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = DataSpec("digits", "test", limit=24)
@@ -194,9 +194,9 @@ CONCURRENT = textwrap.dedent("""
     import torch
     torch.set_num_threads(1)
     from core.config import AttackSpec, DataSpec
-    from core.data import load_dataset
-    from core.logits import get_or_compute
-    from core.models import build_model
+    from core.engine.data import load_dataset
+    from core.engine.logits import get_or_compute
+    from core.engine.models import build_model
 
     me, marker, ready_dir = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     ds = load_dataset("digits")

@@ -9,10 +9,17 @@ import pytest
 import torch
 from torch import nn
 
-from core.data import load_dataset
+from core.engine.data import load_dataset
+from core.engine.models import (
+    CHECKPOINT_FORMAT,
+    Normalize,
+    build_model,
+    load_checkpoint,
+    read_checkpoint_config,
+    resolve_device,
+    save_checkpoint,
+)
 from core.errors import LogitscopeError
-from core.models import (CHECKPOINT_FORMAT, Normalize, build_model, load_checkpoint, read_checkpoint_config,
-                         resolve_device, save_checkpoint)
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from core.config import AttackSpec, DistillSpec, TrainSpec
-from core.data import load_dataset
+from core.engine.data import load_dataset
+from core.engine.models import build_model
+from core.engine.train import TrainProgress, train
 from core.errors import Cancelled, LogitscopeError
-from core.models import build_model
-from core.train import TrainProgress, train
 
 N_TRAIN = 640  # a subset of the 1437 training images, for the tests that need no learning
 
@@ -83,7 +83,7 @@ def test_every_method_learns(digits, trained, method):
 
 
 def test_adversarial_training_is_more_robust_than_standard(digits, trained):
-    from core.attacks import pgd
+    from core.engine.attacks import pgd
 
     x, y = digits.x_test[:200], digits.y_test[:200]
     spec = AttackSpec(eps=0.1, steps=5)

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_formats import accept_cifar10_files, block_network, write_cifar10
 from torch import nn
 
-from core import zoo
 from core.config import DataSpec
+from core.engine import zoo
 from core.errors import LogitscopeError
-from tiny_formats import accept_cifar10_files, block_network, write_cifar10
-
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = "Ding2020MMA"  # a CIFAR-10 Linf entry with a small architecture (WideResNet-28-4, 5.8M parameters)
@@ -25,7 +24,7 @@ SMALL = "Ding2020MMA"  # a CIFAR-10 Linf entry with a small architecture (WideRe
 SHIM_CODE = """
 import sys
 assert "robustbench" not in sys.modules and "autoattack" not in sys.modules
-from core.zoo import import_robustbench
+from core.engine.zoo import import_robustbench
 rb = import_robustbench()
 import autoattack, pyautoattack
 from autoattack.state import EvaluationState
@@ -99,7 +98,7 @@ def test_a_placed_checkpoint_loads_as_a_model_of_logits(checkpoint_bytes, tmp_pa
     assert out.shape == (3, 10) and torch.isfinite(out).all()
 
     # ... and through the logits cache, on CIFAR-10 test images read from torchvision's format
-    from core.logits import get_or_compute
+    from core.engine.logits import get_or_compute
 
     write_cifar10(tmp_path / "data", per_batch=1, n_test=4)
     accept_cifar10_files(monkeypatch, tmp_path / "data")
@@ -107,7 +106,7 @@ def test_a_placed_checkpoint_loads_as_a_model_of_logits(checkpoint_bytes, tmp_pa
     rec = get_or_compute(zoo.zoo_source(SMALL), key, DataSpec(zoo.logitscope_dataset("cifar10"), "test"),
                          data_dir=str(tmp_path / "data"))
     assert rec.logits.shape == (4, 10) and rec.model_key == key and rec.path.is_file()
-    from core.data import load_dataset
+    from core.engine.data import load_dataset
 
     x_test, _ = load_dataset("cifar10", str(tmp_path / "data")).split(DataSpec("cifar10", "test"))
     with torch.no_grad():

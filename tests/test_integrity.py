@@ -23,14 +23,15 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from core import jobs, storage
+from core import storage
+from core.app import jobs
+from core.app.prepare import logits_cached, missing
 from core.config import AttackSpec, DataSpec
-from core.data import load_dataset
+from core.engine.data import load_dataset
+from core.engine.logits import FORMAT, entry_ok, entry_path, get_grid, get_or_compute, put
+from core.engine.models import build_model, checkpoint_ok, load_checkpoint, save_checkpoint
 from core.errors import Cancelled, LogitscopeError
-from core.logits import FORMAT, entry_ok, entry_path, get_grid, get_or_compute, put
-from core.models import build_model, checkpoint_ok, load_checkpoint, save_checkpoint
-from core.prepare import logits_cached, missing
-from core.study import checkpoint_path, ensure_model, is_trained, teacher_recipes
+from core.study.recipes import checkpoint_path, ensure_model, is_trained, teacher_recipes
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = DataSpec("digits", "test", limit=24)
@@ -143,7 +144,7 @@ def test_a_corrupt_entry_is_reported_once_and_counts_as_missing(net, caplog):
 
 
 def test_pages_wait_for_a_recomputation_instead_of_reading_a_corrupt_entry(app_cache):
-    from core.views import Selection
+    from core.app.views import Selection
 
     sel = Selection("digits", ("standard", "pgd-at"))
     std = teacher_recipes("digits")[0]
@@ -343,7 +344,7 @@ TRAIN_RACE = textwrap.dedent("""
     from pathlib import Path
     import torch
     torch.set_num_threads(1)
-    from core.study import ensure_model, teacher_recipes
+    from core.study.recipes import ensure_model, teacher_recipes
 
     me, marker, ready = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     r = teacher_recipes("digits")[0]
@@ -407,8 +408,8 @@ def test_a_cancelled_job_stops_while_another_process_holds_the_model(isolated_ca
 
 
 def test_cancelling_a_prepare_job_from_the_runner_leaves_no_checkpoint(isolated_cache):
-    from core import prepare
-    from core.views import Selection
+    from core.app import prepare
+    from core.app.views import Selection
 
     sel = Selection("digits", ("pgd-at",))
     recipe = tiny_recipe(which=1, epochs=20, limit=None)
@@ -443,7 +444,7 @@ def _error_texts(at) -> str:
 def test_an_exception_in_a_background_job_shows_in_the_page_that_started_it(app_cache, monkeypatch, exc, shown):
     from streamlit.testing.v1 import AppTest
 
-    from core import prepare
+    from core.app import prepare
 
     def failing(ctx, *args, **kwargs):
         ctx.report("attacking", 0.1)
@@ -466,7 +467,7 @@ def test_an_exception_in_a_background_job_shows_in_the_page_that_started_it(app_
 def test_an_exception_in_a_lab_run_shows_in_the_lab_page(app_cache, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from core import lab
+    from core.app import lab
 
     def failing(ctx, *args, **kwargs):
         raise ValueError("the lab broke")
@@ -488,7 +489,7 @@ def test_a_broken_lab_table_leaves_the_other_pages_working_and_says_what_to_do(a
     import pandas as pd
     from streamlit.testing.v1 import AppTest
 
-    from core import lab
+    from core.app import lab
 
     lab.table_path().parent.mkdir(parents=True, exist_ok=True)
     if content == "garbage":

@@ -79,9 +79,9 @@ class Watcher(threading.Thread):
 def app(_study_dir, chromium, tmp_path_factory):
     if not Path("/proc/self/status").exists():
         pytest.skip("reads the server's memory from /proc (Linux)")
-    from core.logits import entry_path
-    from core.study import default_recipes
-    from core.views import Selection
+    from core.app.views import Selection
+    from core.engine.logits import entry_path
+    from core.study.recipes import default_recipes
 
     cache = tmp_path_factory.mktemp("load") / "cache"
     shutil.copytree(_study_dir, cache, ignore=shutil.ignore_patterns("*.lock", "lab", "embeddings"))

@@ -1,7 +1,7 @@
 """Every page of the app, driven through Streamlit's AppTest against a trained study cache.
 
 AppTest runs the real scripts in this process, background jobs included; it cannot see charts
-(tests/test_charts.py covers those as functions). Each test gets a private copy of the study cache,
+(tests/test_app_charts.py covers those as functions). Each test gets a private copy of the study cache,
 so lab runs and UMAP maps written here never leak into other tests.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import jobs
+from core.app import jobs
 
 PAGES = ["overview", "distributions", "differences", "lab", "embedding", "why"]
 TIMEOUT = 120

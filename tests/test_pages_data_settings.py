@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
-
-from core import jobs
 from tiny_formats import accept_cifar10_files, block_network, write_cifar10
+
+from core.app import jobs
 
 
 @pytest.fixture(autouse=True)

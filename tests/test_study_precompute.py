@@ -13,11 +13,13 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from core import attacks, logits, precompute as pc
 from core.__main__ import main
 from core.config import DataSpec
+from core.engine import attacks, logits
 from core.errors import Cancelled, LogitscopeError
-from core.study import eval_attack, evaluated_zoo, load_model
+from core.study import precompute as pc
+from core.study.hyper import eval_attack
+from core.study.recipes import evaluated_zoo, load_model
 
 
 @pytest.fixture
@@ -112,8 +114,8 @@ def test_unknown_models_and_zoo_names_are_user_errors():
 def test_zoo_models_are_precomputed_and_offered_by_the_app(tmp_path, monkeypatch, attack_calls):
     from tiny_formats import accept_cifar10_files, write_cifar10
 
-    from core import zoo
-    from core.views import catalog
+    from core.app.views import catalog
+    from core.engine import zoo
 
     write_cifar10(tmp_path / "data", per_batch=2, n_test=5)
     accept_cifar10_files(monkeypatch, tmp_path / "data")

@@ -9,13 +9,13 @@ import math
 import pytest
 import torch
 
-from core import analysis
-from core.attacks import pgd
 from core.config import AttackSpec
-from core.data import load_dataset
-from core.distill import MANIPULATIONS
-from core.models import load_checkpoint
-from core.report import format_report, reproduce
+from core.engine import analysis
+from core.engine.attacks import pgd
+from core.engine.data import load_dataset
+from core.engine.distill import MANIPULATIONS
+from core.engine.models import load_checkpoint
+from core.study.report import format_report, reproduce
 
 pytestmark = pytest.mark.slow
 
@@ -172,7 +172,7 @@ def test_bfloat16_pgd_is_as_strong_as_float32(name, report, study_cache, monkeyp
     leaves -1 to +3 of 360 images more correct over six starts; float32 PGD alone moves by 3 to 8
     images from one random start to another on these models.
     """
-    from core import models
+    from core.engine import models
 
     m = next(r for r in report["models"] if r["name"] == name)
     model, ds = load_checkpoint(m["checkpoint"]), load_dataset("digits")

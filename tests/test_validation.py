@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from core import jobs
+from core.app import jobs
 from core.config import AttackSpec, DistillSpec, TrainSpec, check_eps, data_roots, inside_data_roots
 from core.errors import LogitscopeError
 
@@ -122,7 +122,7 @@ def test_random_links_open_every_page_without_an_exception(app_cache, page, quer
 
 
 def test_a_hostile_link_reads_no_file_outside_the_data_folders(app_cache, tmp_path, monkeypatch):
-    import core.data_own as own
+    import core.engine.data_own as own
 
     touched = []
     real = own.fingerprint
@@ -143,7 +143,7 @@ def test_a_hostile_link_reads_no_file_outside_the_data_folders(app_cache, tmp_pa
 @pytest.fixture
 def stub_run(monkeypatch):
     """Replace the study itself: what reaches it is recorded, nothing is trained."""
-    from core import report
+    from core.study import report
 
     seen = []
 
@@ -280,7 +280,7 @@ def test_attack_specs_accept_or_refuse_with_a_message(eps, steps, step_size, res
 @settings(deadline=None, max_examples=60)
 def test_training_and_distillation_settings_accept_or_refuse_with_a_message(temperature, hard, fraction, epochs,
                                                                             seed, lr):
-    from core import lab
+    from core.app import lab
 
     try:
         d = DistillSpec(teacher="t", temperature=temperature, hard_weight=hard, fraction=fraction)
@@ -310,7 +310,7 @@ class _Evil:
 
 
 def test_an_npz_with_a_pickled_payload_is_refused_without_running_it(tmp_path):
-    from core.data import load_dataset
+    from core.engine.data import load_dataset
 
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.npz"

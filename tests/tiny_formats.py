@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.data_external import CIFAR10_FILES
+from core.engine.data_torchvision import CIFAR10_FILES
 
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

@@ -37,15 +37,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core import lab, views
+from core.app import embedding, lab, views
+from core.app.prepare import logits_cached
 from core.config import DataSpec, cache_dir
-from core.data import Dataset, load_dataset, make_dataset
+from core.engine.data import Dataset, load_dataset, make_dataset
+from core.engine.logits import entry_path
 from core.errors import LogitscopeError
-from core.logits import entry_path
-from core.precompute import eval_data
-from core.prepare import logits_cached
-from core.study import (Recipe, checkpoint_path, eps_grid, eval_attack, evaluated_zoo, hyper, is_trained,
-                        teacher_recipes)
+from core.storage import atomic_write
+from core.study.hyper import eps_grid, eval_attack, eval_data, hyper
+from core.study.recipes import Recipe, checkpoint_path, evaluated_zoo, is_trained, teacher_recipes
 
 FORMAT = "logitscope-bundle"
 VERSION = 1
@@ -116,8 +116,6 @@ def _model_entry(r: Recipe, shown: bool, checkpoint: str | None) -> dict:
 
 def _maps(shown: Sequence[Recipe], data: DataSpec, attack, grid, data_dir: str | None) -> list[Path]:
     """The embedding page's default maps (standard and PGD-AT, 15 neighbours, every epsilon), computed if missing."""
-    from core import embedding
-
     pair = {r.name: r for r in shown if r.name in MAP_MODELS}
     if len(pair) < len(MAP_MODELS):
         return []
@@ -203,13 +201,12 @@ def write_bundle(dataset: str, out: str | Path, names: str | Sequence[str] = "al
         "files": {k: {"sha256": hashlib.sha256(b).hexdigest(), "bytes": len(b)} for k, b in blobs.items()},
     }
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
+    packed = io.BytesIO()  # a bundle is a few MB (CIFAR-10's: its 1,000 test images and the checkpoints)
+    with zipfile.ZipFile(packed, "w", compression=zipfile.ZIP_DEFLATED) as z:
         z.writestr("manifest.json", json.dumps(manifest, indent=1))
         for name, blob in blobs.items():
             z.writestr(name, blob)
-    tmp.replace(out)
+    atomic_write(out, packed.getvalue())
     return Written(out, manifest, out.stat().st_size)
 
 
@@ -272,13 +269,11 @@ def extract(path: str | Path, dest: str | Path) -> dict:
                     raise _refuse(path, f"{name} is damaged ({exc})") from exc
                 if hashlib.sha256(blob).hexdigest() != info.get("sha256") or len(blob) != info.get("bytes"):
                     raise _refuse(path, f"{name} does not match its checksum (the file was modified or damaged)")
-                target = dest / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(blob)
+                atomic_write(dest / name, blob)
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
         raise
-    (dest / "bundle.json").write_text(json.dumps(manifest, indent=1))
+    atomic_write(dest / "bundle.json", json.dumps(manifest, indent=1).encode())
     return manifest
 
 

@@ -1,6 +1,6 @@
 """Altair chart builders, image helpers and selection parsers. They return objects and draw nothing.
 
-Every builder takes a tidy DataFrame from core.views / core.lab / core.toy and returns an
+Every builder takes a tidy DataFrame from core.app.views / core.app.lab / core.app.toy and returns an
 `alt.Chart`; pages hand it to `st.altair_chart`, whose action menu exports PNG and SVG. Colours of
 models are fixed by their order in the selection (`model_scale`), so a model keeps its colour on
 every page. Selection parsers turn the event a chart or table sends back into sample indices.
@@ -41,7 +41,7 @@ def _facet(chart: alt.Chart, groups: Sequence[str], columns: int = 5) -> alt.Cha
 def distribution_chart(hist: pd.DataFrame, quantity_label: str, models: Sequence[str]) -> alt.Chart:
     """Overlaid step densities per model (faceted by group when there are several groups).
 
-    hist: columns model, group, start, end, count, density (core.views.histogram).
+    hist: columns model, group, start, end, count, density (core.engine.analysis.histogram).
     """
     base = alt.Chart(hist).encode(
         x=alt.X("start:Q", title=quantity_label),
@@ -83,7 +83,7 @@ def confidence_scatter(pairs: pd.DataFrame, a: str, b: str, color_by: str = "lab
                        param: str = "pick") -> alt.LayerChart:
     """Per-sample confidence of model A (x) against model B (y); a click selects a sample.
 
-    pairs: core.views.confidence_pairs. color_by: "label" (true class) or "outcome" (correctness).
+    pairs: core.app.views.confidence_pairs. color_by: "label" (true class) or "outcome" (correctness).
     The selection parameter `param` carries the clicked sample's `idx`.
     """
     pick = alt.selection_point(name=param, fields=["idx"], on="click", clear="dblclick")
@@ -109,7 +109,7 @@ def confidence_scatter(pairs: pd.DataFrame, a: str, b: str, color_by: str = "lab
 def logit_bars(sample: pd.DataFrame, models: Sequence[str]) -> alt.Chart:
     """One sample's logits per class, models side by side; the true class is outlined.
 
-    sample: columns model, class, logit, role (core.views.sample_logits).
+    sample: columns model, class, logit, role (core.app.views.sample_logits).
     """
     return alt.Chart(sample).mark_bar().encode(
         x=alt.X("class:N", title="class", sort=None, axis=alt.Axis(labelAngle=0)),
@@ -125,7 +125,7 @@ def logit_bars(sample: pd.DataFrame, models: Sequence[str]) -> alt.Chart:
 def embedding_chart(emb: pd.DataFrame, color_by: str, models: Sequence[str], param: str = "brush") -> alt.Chart:
     """The UMAP map: one point per (model, sample), shape by model; drag a rectangle to select.
 
-    emb: core.embedding.compute_embedding. color_by: "label", "correct" or "confidence".
+    emb: core.app.embedding.compute_embedding. color_by: "label", "correct" or "confidence".
     """
     brush = alt.selection_interval(name=param, encodings=["x", "y"])
     if color_by == "confidence":
@@ -180,7 +180,7 @@ def toy_sweep_chart(sweep: pd.DataFrame, eps_now: float) -> alt.LayerChart:
 def toy_regions_chart(regions: pd.DataFrame, x: np.ndarray, y: np.ndarray) -> alt.HConcatChart:
     """Decision regions of the standard and the adversarially trained linear models, with the data.
 
-    regions: core.toy.ToyResult.regions (cells x0..x1, y0..y1 and the predicted class).
+    regions: core.app.toy.ToyResult.regions (cells x0..x1, y0..y1 and the predicted class).
     """
     data = pd.DataFrame({"x": x[:, 0], "y": x[:, 1], "cls": y.astype(str)})
     color = alt.Color("cls:N", scale=alt.Scale(scheme=CLASS_SCHEME), title="class")

@@ -1,4 +1,4 @@
-"""Hosted-demo mode: serve one bundle (core.bundle) on a small CPU-only host, read-only.
+"""Hosted-demo mode: serve one bundle (core.app.bundle) on a small CPU-only host, read-only.
 
 Set `LOGITSCOPE_DEMO=<bundle path or http(s) URL>` (or the Streamlit secret of that name) and start the
 app. A URL is downloaded once per process into a temporary folder (its manifest's checksums guard the
@@ -7,7 +7,7 @@ the first page request `start` verifies the bundle and unpacks it into a fresh t
 then points LOGITSCOPE_CACHE there. Unpacking rather than reading from the zip keeps every code path of
 the app unchanged, never writes to the bundle (it is opened once, read-only), costs disk rather than
 memory (a digits bundle is a few MB), and gives live lab runs a scratch cache that vanishes with the
-process. The bundle's images are served in place of the dataset's loader (`core.data.provide`), so no
+process. The bundle's images are served in place of the dataset's loader (`core.engine.data.provide`), so no
 dataset is downloaded.
 
 What the demo disables is decided here, not in the pages: no training of missing models or teachers,
@@ -26,9 +26,13 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.app import bundle
+from core.config import DEMO_ENV, demo_mode
+from core.engine.data import provide
 from core.errors import LogitscopeError
+from core.storage import atomic_file
 
-ENV = "LOGITSCOPE_DEMO"
+ENV = DEMO_ENV
 LAB_MAX_EPOCHS = 20  # a digits student: 20 epochs take about 5 s on one CPU core
 DISABLED = ("training missing models and teachers", "computing logits under other attack settings",
             "downloading RobustBench models", "other datasets and data folders")
@@ -36,7 +40,7 @@ DISABLED = ("training missing models and teachers", "computing logits under othe
 
 def active() -> bool:
     """True when the app serves a bundle (LOGITSCOPE_DEMO is set)."""
-    return bool(os.environ.get(ENV))
+    return demo_mode()
 
 
 @dataclass(frozen=True)
@@ -81,9 +85,6 @@ def start(path: str | Path | None = None) -> Demo:
     Every call points LOGITSCOPE_CACHE at the unpacked copy and serves the bundle's images, so it is
     cheap to call on every page run. Raises LogitscopeError for a missing, corrupt or foreign bundle.
     """
-    from core import bundle
-    from core.data import provide
-
     raw = str(path or os.environ.get(ENV) or "")
     if not raw:
         raise LogitscopeError(f"No bundle to serve: set {ENV} to a bundle made by python -m core bundle.")
@@ -112,7 +113,7 @@ _fetched: dict[str, Path] = {}
 
 def _fetch(url: str) -> Path:
     """Download a bundle once per process (into a temporary folder removed at exit)."""
-    import urllib.request
+    import urllib.request  # only for a bundle given as a URL
 
     with _lock:
         if url in _fetched and _fetched[url].is_file():
@@ -121,7 +122,7 @@ def _fetch(url: str) -> Path:
         atexit.register(shutil.rmtree, folder, True)
         target = folder / "bundle.zip"
         try:
-            with urllib.request.urlopen(url, timeout=120) as r, open(target, "wb") as f:
+            with urllib.request.urlopen(url, timeout=120) as r, atomic_file(target) as f:
                 shutil.copyfileobj(r, f, 1 << 20)
         except OSError as exc:  # URLError, HTTPError and timeouts are OSErrors
             raise LogitscopeError(f"Could not download the demo bundle from {url} ({exc}): check the address, or "

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core import analysis
+from core.app.views import LogitSet
 from core.config import cache_dir, stable_key
+from core.engine import analysis
 from core.storage import atomic_write, report_corrupt
-from core.views import LogitSet
 
 COLUMNS = ["model", "idx", "x", "y", "label", "pred", "correct", "confidence", "max_logit"]
 

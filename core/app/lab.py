@@ -1,6 +1,6 @@
 """The distillation lab: "what if" runs of finding 3, and the table that keeps them.
 
-A run distils a student from a teacher's manipulated clean logits (core.distill), evaluates it over
+A run distils a student from a teacher's manipulated clean logits (core.engine.distill), evaluates it over
 the epsilon grid through the logits cache, and appends one row to a Parquet table under the cache
 (`cache/lab/runs.parquet`), so runs survive page changes and restarts and line up side by side.
 A run whose spec was trained before reuses the checkpoint: only the evaluation is repeated.
@@ -19,16 +19,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core import analysis
-from core.config import AttackSpec, DataSpec, cache_dir, stable_key
+from core.app.jobs import JobContext, format_seconds
+from core.config import AttackSpec, DataSpec, cache_dir, stable_key, with_clean
+from core.engine import analysis
+from core.engine.logits import get_grid
+from core.engine.models import load_checkpoint
+from core.engine.train import TrainProgress
 from core.errors import LogitscopeError
-from core.jobs import JobContext, format_seconds
-from core.logits import get_grid
-from core.models import load_checkpoint
 from core.storage import atomic_write, cache_lock, report_corrupt
-from core.study import Recipe, default_recipes, ensure_model, hyper, is_trained, student_recipe, teacher_recipes
-from core.train import TrainProgress
-
+from core.study.hyper import eval_data, hyper
+from core.study.recipes import Recipe, default_recipes, ensure_model, is_trained, student_recipe, teacher_recipes
 
 STUDY_SEED = 0  # the seed of the default study, whose teachers and baselines the lab compares against
 
@@ -193,8 +193,8 @@ def run(ctx: JobContext, spec: LabSpec, attack: AttackSpec, grid: Sequence[float
     start = time.perf_counter()
     student = spec.recipe()
     teacher = student.teacher
-    data = DataSpec(spec.dataset, "test", getattr(hyper(spec.dataset), "eval_limit", None))
-    grid = sorted({0.0, *(float(e) for e in grid)})
+    data = eval_data(spec.dataset)
+    grid = with_clean(grid)
     current = {"what": f"distilling {student.name}"}
 
     def on_start(r: Recipe) -> None:

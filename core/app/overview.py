@@ -7,13 +7,13 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from core import analysis
-from core.config import AttackSpec, DataSpec, cache_dir
+from core.app.prepare import logits_cached
+from core.app.views import load_logit_set
+from core.config import AttackSpec, DataSpec, cache_dir, with_clean
+from core.engine import analysis
+from core.engine.logits import get_grid
 from core.errors import LogitscopeError
-from core.logits import get_grid
-from core.prepare import logits_cached
-from core.study import Recipe, is_trained
-from core.views import load_logit_set
+from core.study.recipes import Recipe, is_trained
 
 
 def _unavailable():
@@ -33,7 +33,7 @@ def model_table(models: dict[str, Recipe], data: DataSpec, attack: AttackSpec, g
         if not logits_cached(r, data, attack, grid):
             row["status"] = ("trained; logits for this attack not computed" if is_trained(r) else "not trained")
         else:
-            rec = get_grid(_unavailable, r.key, data, attack, sorted({0.0, float(eps)}))
+            rec = get_grid(_unavailable, r.key, data, attack, with_clean([eps]))
             clean, adv = rec[0.0], rec[float(eps)]
             row["clean accuracy"] = analysis.accuracy(clean.logits, clean.labels)
             row[f"robust accuracy @ eps {eps:g}"] = analysis.accuracy(adv.logits, adv.labels)

@@ -1,7 +1,7 @@
 """Getting models and their logits ready: what is missing, and the job that trains and evaluates it.
 
 The app never trains or attacks inside a page run. It asks `missing(...)` (a few file checks), and
-when something is missing it submits `prepare(...)` to the background job runner (core.jobs),
+when something is missing it submits `prepare(...)` to the background job runner (core.app.jobs),
 keyed by what it computes so that every session waiting for the same models shares one job.
 """
 
@@ -12,11 +12,11 @@ from typing import Sequence
 
 import torch
 
+from core.app.jobs import JobContext, format_seconds
 from core.config import AttackSpec, DataSpec, cache_dir, stable_key
-from core.jobs import JobContext, format_seconds
-from core.logits import entry_ok, get_grid
-from core.study import Recipe, is_trained, model_source
-from core.train import TrainProgress
+from core.engine.logits import entry_ok, get_grid
+from core.engine.train import TrainProgress
+from core.study.recipes import Recipe, is_trained, model_source
 
 
 @dataclass(frozen=True)

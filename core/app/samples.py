@@ -1,7 +1,7 @@
 """Single samples: images, and the adversarial example behind a cached logit vector.
 
 The logits cache stores logits, not adversarial images. `adversarial_example` recomputes the image
-exactly as `core.attacks.attack_grid` made it (same batch, same random start, same steps), so the
+exactly as `core.engine.attacks.attack_grid` made it (same batch, same random start, same steps), so the
 image shown next to a cached logit vector is the one that produced it; `exact` says whether the
 recomputed logits match the cached ones (they do unless the cache came from another code version).
 """
@@ -16,12 +16,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from core.attacks import attack_batch
+from core.app.views import LogitSet
 from core.config import AttackSpec, DataSpec
-from core.data import load_dataset
+from core.engine.attacks import attack_batch
+from core.engine.data import load_dataset
+from core.engine.logits import eval_batch_size
 from core.errors import LogitscopeError
-from core.logits import eval_batch_size
-from core.views import LogitSet
 
 
 def images(data: DataSpec, indices, data_dir: str | None = None) -> np.ndarray:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from core.engine import analysis
 from core.errors import LogitscopeError
 
 
@@ -147,14 +148,13 @@ class ToyResult:
         return pd.concat(parts, ignore_index=True)
 
     def histogram(self, quantity: str, bins: int = 30) -> pd.DataFrame:
-        """Binned densities of "max_logit" or "logit_gap" for both models (core.views.histogram's columns)."""
-        from core.views import histogram  # the app's binning, so the demo's charts read like the others
-
+        """Binned densities of "max_logit" or "logit_gap" for both models (`analysis.histogram`'s columns: the
+        app's binning, so the toy's charts read like the others)."""
         per = self.per_sample()
         values = pd.DataFrame({"model": pd.Categorical(per["model"], categories=list(self.models)), "group": "all",
                                "value": per[quantity]})
         lo, hi = float(values["value"].min()), float(values["value"].max())
-        return histogram(values, lo, hi if hi > lo else lo + 1.0, bins)
+        return analysis.histogram(values, lo, hi if hi > lo else lo + 1.0, bins)
 
     def regions(self, n: int = 60) -> pd.DataFrame:
         """Predicted class of both models on an n x n grid of cells over the data.

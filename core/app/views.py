@@ -2,7 +2,7 @@
 
 Pages stay thin: they turn widgets into a `Selection` plus a few parameters and call one function
 here (through a cached wrapper). Everything reads the logits cache and never trains or attacks:
-`core.prepare` does that, in the background, before a page asks.
+`core.app.prepare` does that, in the background, before a page asks.
 
 The central object is `LogitSet`: every selected model's logits at every epsilon of the grid, as
 numpy arrays, so that moving epsilon or changing the quantity is a slice, not a recomputation.
@@ -17,17 +17,15 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from core import analysis
 from core.config import AttackSpec, DataSpec
-from core.data import dataset_classes
+from core.engine import analysis
+from core.engine.data import dataset_classes
+from core.engine.logits import get_grid
 from core.errors import LogitscopeError
-from core.logits import get_grid
-from core.study import Recipe, default_recipes, eps_grid, eval_attack, hyper, zoo_recipes
+from core.study.hyper import eps_grid, eval_attack, eval_data
+from core.study.recipes import Recipe, default_recipes, zoo_recipes
 
-QUANTITY_LABELS = {
-    "max_logit": "max logit", "logit_gap": "logit gap (max - second)", "margin": "margin (true - best other)",
-    "confidence": "confidence (max softmax)", "entropy": "entropy of the softmax", "logits": "all logit values",
-}
+QUANTITY_LABELS = {**analysis.QUANTITY_LABELS, "logits": "all logit values"}  # the quantities a page can plot
 SPLITS = {"none": "all samples together", "correct": "correct / incorrect", "class": "true class"}
 
 
@@ -47,7 +45,7 @@ class Selection:
 
     def data(self) -> DataSpec:
         """The evaluation split: the test split, cut to the dataset's evaluation limit if it has one."""
-        return DataSpec(self.dataset, "test", getattr(hyper(self.dataset), "eval_limit", None))
+        return eval_data(self.dataset)
 
     def grid(self) -> tuple[float, ...]:
         return eps_grid(self.dataset, self.norm, self.data_dir)
@@ -179,53 +177,13 @@ def value_range(bundle: LogitSet, table: pd.DataFrame, quantity: str) -> tuple[f
     return float(lo), float(hi)
 
 
-def _parts(values: pd.DataFrame) -> list[tuple[str, str, np.ndarray]]:
-    """(model, group, values) for every non-empty pair, groups in order of appearance, models in order."""
-    model = values["model"]
-    models = list(model.cat.categories) if hasattr(model, "cat") else list(dict.fromkeys(model))
-    mi = pd.Categorical(model, categories=models).codes.astype(np.int64)
-    gi, groups = pd.factorize(values["group"])
-    key = gi * len(models) + mi
-    order = np.argsort(key, kind="stable")
-    v, k = values["value"].to_numpy(dtype=np.float64)[order], key[order]
-    bounds = np.searchsorted(k, np.arange(len(groups) * len(models) + 1))
-    return [(models[j % len(models)], groups[j // len(models)], v[bounds[j]:bounds[j + 1]])
-            for j in range(len(groups) * len(models)) if bounds[j + 1] > bounds[j]]
-
-
-def ks_statistic(a: np.ndarray, b: np.ndarray) -> float:
-    """The two-sample Kolmogorov-Smirnov statistic, max |F_a - F_b| (as scipy's ks_2samp, in numpy)."""
-    a, b = np.sort(a), np.sort(b)
-    x = np.concatenate([a, b])
-    return float(np.abs(np.searchsorted(a, x, "right") / len(a) - np.searchsorted(b, x, "right") / len(b)).max())
-
-
-def histogram(values: pd.DataFrame, lo: float, hi: float, bins: int = 40) -> pd.DataFrame:
-    """Binned densities per (model, group) on shared edges; values outside [lo, hi] go to the end bins.
-
-    Columns: model, group, start, end, count, density (count / (n * width): areas sum to 1).
-    """
-    edges = np.linspace(lo, hi, bins + 1)
-    width = edges[1] - edges[0]
-    parts = _parts(values)
-    if not parts:
-        return pd.DataFrame(columns=["model", "group", "start", "end", "count", "density"])
-    counts = [np.histogram(np.clip(v, lo, hi), bins=edges)[0] for _, _, v in parts]
-    sizes = np.repeat([max(len(v), 1) for _, _, v in parts], bins)
-    count = np.concatenate(counts)
-    return pd.DataFrame({"model": np.repeat([m for m, _, _ in parts], bins),
-                         "group": np.repeat([g for _, g, _ in parts], bins),
-                         "start": np.tile(edges[:-1], len(parts)), "end": np.tile(edges[1:], len(parts)),
-                         "count": count, "density": count / sizes / width})
-
-
 def summary(values: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
     """Statistics of the values per (group, model), with the KS distance to the reference model.
 
     Columns: group, model, n, mean, std, median, q05, q95, ks (Kolmogorov-Smirnov statistic against
     the reference model's values in the same group; 0 = identical distributions).
     """
-    parts = _parts(values)
+    parts = analysis.grouped_values(values)
     if not parts:
         return pd.DataFrame(columns=["group", "model", "n", "mean", "std", "median", "q05", "q95", "ks"])
     reference = reference or parts[0][0]
@@ -234,7 +192,7 @@ def summary(values: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
     for model, group, v in parts:
         q05, med, q95 = np.percentile(v, [5, 50, 95])
         ref = refs.get(group)
-        ks = ks_statistic(v, ref) if ref is not None and model != reference else 0.0
+        ks = analysis.ks_distance(v, ref) if ref is not None and model != reference else 0.0
         rows.append({"group": group, "model": model, "n": len(v), "mean": float(v.mean()), "std": float(v.std()),
                      "median": float(med), "q05": float(q05), "q95": float(q95), "ks": ks})
     return pd.DataFrame(rows)
@@ -248,7 +206,7 @@ def distribution(bundle: LogitSet, table: pd.DataFrame, eps: float, quantity: st
     """
     values = quantity_values(bundle, table, eps, quantity, split)
     lo, hi = value_range(bundle, table, quantity)
-    return histogram(values, lo, hi, bins), summary(values)
+    return analysis.histogram(values, lo, hi, bins), summary(values)
 
 
 def accuracy_curve(table: pd.DataFrame) -> pd.DataFrame:

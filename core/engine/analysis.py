@@ -15,7 +15,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-QUANTITIES = ("max_logit", "logit_gap", "margin", "confidence", "entropy")
+QUANTITY_LABELS = {  # the per-sample quantities, in the order tables and pages list them, with their names
+    "max_logit": "max logit", "logit_gap": "logit gap (max - second)", "margin": "margin (true - best other)",
+    "confidence": "confidence (max softmax)", "entropy": "entropy of the softmax",
+}
+QUANTITIES = tuple(QUANTITY_LABELS)
 
 
 def _np(a) -> np.ndarray:
@@ -153,3 +157,36 @@ def ks_distance(a, b) -> float:
     points = np.concatenate([a, b])
     gap = np.searchsorted(a, points, side="right") / len(a) - np.searchsorted(b, points, side="right") / len(b)
     return float(np.abs(gap).max())
+
+
+def grouped_values(values: pd.DataFrame) -> list[tuple[str, str, np.ndarray]]:
+    """(model, group, values) for every non-empty pair, groups in order of appearance, models in order."""
+    model = values["model"]
+    models = list(model.cat.categories) if hasattr(model, "cat") else list(dict.fromkeys(model))
+    mi = pd.Categorical(model, categories=models).codes.astype(np.int64)
+    gi, groups = pd.factorize(values["group"])
+    key = gi * len(models) + mi
+    order = np.argsort(key, kind="stable")
+    v, k = values["value"].to_numpy(dtype=np.float64)[order], key[order]
+    bounds = np.searchsorted(k, np.arange(len(groups) * len(models) + 1))
+    return [(models[j % len(models)], groups[j // len(models)], v[bounds[j]:bounds[j + 1]])
+            for j in range(len(groups) * len(models)) if bounds[j + 1] > bounds[j]]
+
+
+def histogram(values: pd.DataFrame, lo: float, hi: float, bins: int = 40) -> pd.DataFrame:
+    """Binned densities per (model, group) on shared edges; values outside [lo, hi] go to the end bins.
+
+    Columns: model, group, start, end, count, density (count / (n * width): areas sum to 1).
+    """
+    edges = np.linspace(lo, hi, bins + 1)
+    width = edges[1] - edges[0]
+    parts = grouped_values(values)
+    if not parts:
+        return pd.DataFrame(columns=["model", "group", "start", "end", "count", "density"])
+    counts = [np.histogram(np.clip(v, lo, hi), bins=edges)[0] for _, _, v in parts]
+    sizes = np.repeat([max(len(v), 1) for _, _, v in parts], bins)
+    count = np.concatenate(counts)
+    return pd.DataFrame({"model": np.repeat([m for m, _, _ in parts], bins),
+                         "group": np.repeat([g for _, g, _ in parts], bins),
+                         "start": np.tile(edges[:-1], len(parts)), "end": np.tile(edges[1:], len(parts)),
+                         "count": count, "density": count / sizes / width})

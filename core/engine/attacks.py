@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.config import AttackSpec
-from core.models import attack_autocast
+from core.engine.models import attack_autocast
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, target) -> per-sample loss (N,)
 
@@ -155,7 +155,7 @@ def attack_grid(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: Attack
     eps), so an epsilon's result does not depend on which other epsilons are computed.
     `first_index` is the position of x[0] in the whole split: attacking a slice x[i:j] with
     first_index=i (i a multiple of batch_size) gives exactly rows i..j-1 of attacking the whole
-    split, which lets `core.precompute` cut a big test set into resumable chunks.
+    split, which lets `core.study.precompute` cut a big test set into resumable chunks.
     """
     grid = [float(e) for e in eps_grid]
     nonzero = [e for e in grid if e > 0]

@@ -1,6 +1,6 @@
 """Your own images as a dataset: a .npz file, or a folder with one sub-folder of PNG/JPEG per class.
 
-Names are "npz:<path>" and "folder:<path>", resolved by `core.data.load_dataset` (the CLI's
+Names are "npz:<path>" and "folder:<path>", resolved by `core.engine.data.load_dataset` (the CLI's
 --dataset, the app's dataset box). A relative path is taken relative to `data_dir` when one is
 given (--data-dir), else to the working directory. `own_data_name` turns such a name into its
 canonical form "npz:/abs/path.npz@<12 hex digits>": an absolute path plus a hash of the content, so
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.data import Dataset, make_dataset, register_scheme
+from core.engine.registry import Dataset, make_dataset, register_scheme
 from core.errors import LogitscopeError
 
 SPLIT_SEED = 0
@@ -142,7 +142,7 @@ def _class_dirs(root: Path) -> list[Path]:
 
 def _read_images(files: list[Path]) -> np.ndarray:
     """uint8 (N, H, W, C) from image files of one size; C = 1 if all are grey, else 3."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError  # only for folder: data (start-up time of the app)
 
     images, first = [], None
     for f in files:

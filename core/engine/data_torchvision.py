@@ -7,7 +7,8 @@ A torchvision dataset is read, in this order, from
 Offline and missing, the LogitscopeError says which files go where. Compressed copies (MNIST's
 `.gz` files, `cifar-10-python.tar.gz`) are unpacked into the cache, never into your folder.
 
-Your own data ("npz:<path>", "folder:<path>") lives in `core.data_own`, registered from here.
+A plugin of `core.engine.registry`, listed in `core.engine.data`. Your own data ("npz:<path>",
+"folder:<path>") is the plugin `core.engine.data_own`.
 Every loader returns float32 images in [0, 1], (N, C, H, W), int64 labels and class names.
 """
 
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from core.config import cache_dir
-from core.data import Dataset, make_dataset, register
+from core.engine.registry import Dataset, make_dataset, register
 from core.errors import LogitscopeError
 from core.storage import atomic_write
 
@@ -65,7 +66,7 @@ def _complete(src: Source, root: Path) -> bool:
 
 def _locate(src: Source, root: Path) -> Path | None:
     """The root to read `src` from: `root` itself, or the cache after unpacking what `root` holds."""
-    from torchvision.datasets.utils import extract_archive
+    from torchvision.datasets.utils import extract_archive  # on use: torchvision adds ~1 s to the app's start
 
     if _complete(src, root):
         return root
@@ -98,7 +99,7 @@ def _to_arrays(ds) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _read(src: Source, root: Path, download: bool) -> Dataset:
-    import torchvision.datasets as tvd
+    import torchvision.datasets as tvd  # on use, as above
 
     cls = getattr(tvd, src.tv_class)
     train = cls(str(root), train=True, download=download)
@@ -150,5 +151,3 @@ def load_torchvision(src: Source, data_dir: str | None = None) -> Dataset:
 
 for _src in SOURCES.values():
     register(_src.name, _src.description, _src.classes)(partial(load_torchvision, _src))
-
-import core.data_own  # noqa: E402,F401  (registers the npz: and folder: schemes)

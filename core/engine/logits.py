@@ -21,9 +21,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 from torch import nn
 
-from core.attacks import attack_grid
 from core.config import AttackSpec, DataSpec, cache_dir
-from core.data import load_dataset
+from core.engine.attacks import attack_grid
+from core.engine.data import load_dataset
 from core.storage import atomic_write, cache_lock, digest, report_corrupt, safe_part, verified
 
 log = logging.getLogger(__name__)

@@ -6,10 +6,10 @@
   gradient step of 1.25 * eps from a uniform random start in the eps-ball (FGSM-RS), model in eval mode.
 - trades: CE(clean) + beta * KL(f(x) || f(x_adv)), x_adv maximising that KL (Zhang et al. 2019).
 - distill: T^2 * KL(softmax(t / T) || softmax(s / T)) on clean inputs, with teacher logits t
-  (possibly manipulated, see core.distill), plus `hard_weight` * CE on the labels (Hinton et al. 2015).
+  (possibly manipulated, see core.engine.distill), plus `hard_weight` * CE on the labels (Hinton et al. 2015).
 
 Data are tensors in memory, shuffled by a seeded generator: no DataLoader, deterministic for a seed.
-On CUDA the forward passes run under bfloat16 autocast (`core.models.autocast`); elsewhere in float32.
+On CUDA the forward passes run under bfloat16 autocast (`core.engine.models.autocast`); elsewhere in float32.
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.attacks import pgd
 from core.config import AttackSpec, TrainSpec
-from core.data import Dataset
-from core.distill import MANIPULATIONS, manipulate
+from core.engine.attacks import pgd
+from core.engine.data import Dataset
+from core.engine.distill import MANIPULATIONS, manipulate
+from core.engine.models import autocast
 from core.errors import Cancelled, LogitscopeError
-from core.models import autocast
 
 
 @dataclass(frozen=True)

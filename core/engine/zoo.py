@@ -15,7 +15,7 @@ log-probabilities, so attacks and softmax still work but the values are not the 
 
 Example:
     >>> model = load_zoo_model("Wong2020Fast", dataset="cifar10", threat="Linf")
-    >>> key = zoo_model_key("cifar10", "Linf", "Wong2020Fast")  # a model key for core.logits
+    >>> key = zoo_model_key("cifar10", "Linf", "Wong2020Fast")  # a model key for core.engine.logits
     >>> rec = get_or_compute(zoo_source("Wong2020Fast"), key, DataSpec("cifar10", "test", 1000))
 """
 
@@ -39,7 +39,7 @@ import torch
 from filelock import FileLock
 from torch import nn
 
-from core.config import cache_dir, stable_key
+from core.config import cache_dir, demo_mode, stable_key
 from core.errors import LogitscopeError
 
 log = logging.getLogger(__name__)
@@ -284,9 +284,7 @@ def load_zoo_model(name: str, dataset: str = "cifar10", threat: str = "Linf", de
     Raises LogitscopeError when the name is unknown, the download fails (saying where to put the file
     by hand), or a file at the checkpoint path is not a checkpoint (it is removed first).
     """
-    from core import demo
-
-    if demo.active():  # checked first: importing RobustBench alone costs a small host hundreds of MB
+    if demo_mode():  # checked first: importing RobustBench alone costs a small host hundreds of MB
         raise LogitscopeError(f"The hosted demo does not load RobustBench models ({name}): their logits come from "
                               "the bundle. Run the app locally to use the model itself.")
     entry = find_entry(name, dataset, threat)
@@ -338,7 +336,7 @@ def _broken_message(entry: ZooEntry, broken: list[tuple[Path, str]], paths: list
 
 def zoo_source(name: str, dataset: str = "cifar10", threat: str = "Linf",
                device: str | torch.device = "cpu") -> Callable[[], nn.Module]:
-    """A loader for `core.logits.get_or_compute`: the model is only loaded on a cache miss."""
+    """A loader for `core.engine.logits.get_or_compute`: the model is only loaded on a cache miss."""
     return lambda: load_zoo_model(name, dataset, threat, device)
 
 

@@ -2,13 +2,13 @@
 
 The work is cut into units, and each unit lands in the cache as soon as it finishes:
 - training a missing local model (its checkpoint, through `core.study.ensure_model`);
-- one model at one epsilon on the evaluation split (one entry of `core.logits`);
+- one model at one epsilon on the evaluation split (one entry of `core.engine.logits`);
 - on big splits (more than `CHUNK_IMAGES` images), one model at one epsilon on one chunk of images,
   kept under cache/precompute/parts/ until the entry's last chunk is done and the chunks are joined.
 A re-run plans the same units and skips those whose files exist, so an interruption (Ctrl-C, a lost
 machine) costs at most the unit in progress. Chunks start at multiples of the attack batch size and
 seed their random starts by absolute image index (`attack_grid(first_index=...)`), so a joined entry
-is exactly what `core.logits.get_grid` computes in one pass, and what the app's pages recompute.
+is exactly what `core.engine.logits.get_grid` computes in one pass, and what the app's pages recompute.
 
 Example:
     >>> recipes = select_models("cifar10", "standard,pgd-at", zoo=["Wong2020Fast"])
@@ -18,34 +18,29 @@ Example:
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
-from core import logits as cache
-from core.attacks import attack_grid
-from core.config import AttackSpec, DataSpec, cache_dir, check_eps
-from core.data import load_dataset
+from core.config import AttackSpec, DataSpec, cache_dir, check_eps, with_clean
+from core.engine import logits as cache
+from core.engine.attacks import attack_grid
+from core.engine.data import load_dataset
+from core.engine.train import TrainProgress
+from core.engine.zoo import LOGITSCOPE_DATASETS, find_entry
 from core.errors import Cancelled, LogitscopeError
-from core.study import (Recipe, default_recipes, eps_grid, eval_attack, fast_at_recipe, hyper, model_source,
-                        remember_zoo, zoo_recipe)
-from core.train import TrainProgress
+from core.storage import atomic_write
+from core.study.hyper import eps_grid, eval_attack, eval_data
+from core.study.recipes import Recipe, default_recipes, fast_at_recipe, model_source, remember_zoo, zoo_recipe
 
 CHUNK_IMAGES = 1024  # images per unit on big splits: a few minutes of PGD-20 for a WideResNet on a CPU
 Progress = Callable[[str, float], None]  # (what runs now, fraction of it done)
-
-
-def eval_data(dataset: str) -> DataSpec:
-    """The split the app's pages read: the test split, cut to the dataset's evaluation limit."""
-    return DataSpec(dataset, "test", hyper(dataset).eval_limit)
 
 
 def local_recipes(dataset: str) -> dict[str, Recipe]:
@@ -59,8 +54,6 @@ def local_recipes(dataset: str) -> dict[str, Recipe]:
 def select_models(dataset: str, names: str | Sequence[str] = "all", zoo: Sequence[str] = (),
                   threat: str = "Linf") -> list[Recipe]:
     """Recipes for local model names ("all": the default study; "" or "none": no local model) and zoo names."""
-    from core.zoo import LOGITSCOPE_DATASETS, find_entry
-
     known = local_recipes(dataset)
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
@@ -146,15 +139,7 @@ def is_done(unit: Unit, data: DataSpec, attack: AttackSpec) -> bool:
 
 
 def _save_part(path: Path, logits: torch.Tensor) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
-    os.close(fd)
-    try:
-        save_file({"logits": logits.contiguous()}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, save({"logits": logits.contiguous()}))
 
 
 def _join(units: list[Unit], data: DataSpec, attack: AttackSpec, labels: torch.Tensor) -> bool:
@@ -189,7 +174,7 @@ def precompute(dataset: str, recipes: Sequence[Recipe], eps: Sequence[float] | N
     stops the run with Cancelled; finished units stay in the cache.
     """
     data, attack = eval_data(dataset), eval_attack(dataset, norm, steps)
-    grid = tuple(sorted({0.0, *(float(e) for e in (eps if eps is not None else eps_grid(dataset, norm, data_dir)))}))
+    grid = with_clean(eps if eps is not None else eps_grid(dataset, norm, data_dir))
     for e in grid:
         check_eps(e, norm)
     x, y = load_dataset(dataset, data_dir).split(data)

@@ -1,4 +1,4 @@
-"""The study of the paper: which models to train, training them once, and measuring them.
+"""The study's models: which to train (recipes), training each once, and loading it.
 
 A `Recipe` names a model and says how to make it; `default_recipes` is the set behind
 `python -m core reproduce` and the app's first run. Checkpoints live under cache/models/ by the
@@ -8,8 +8,6 @@ key of their ModelSpec, so a recipe trained once is reused by every later run an
 from __future__ import annotations
 
 import json
-import math
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -18,109 +16,16 @@ import torch
 from filelock import FileLock
 from torch import nn
 
-from core.config import NORMS, AttackSpec, DataSpec, DistillSpec, ModelSpec, TrainSpec, cache_dir
-from core.data import dataset_folder, dataset_scheme, load_dataset
-from core.distill import MANIPULATIONS
+from core.config import AttackSpec, DataSpec, DistillSpec, ModelSpec, TrainSpec, cache_dir
+from core.engine.data import dataset_folder, load_dataset
+from core.engine.distill import MANIPULATIONS
+from core.engine.logits import get_or_compute
+from core.engine.models import build_model, checkpoint_ok, load_checkpoint, save_checkpoint
+from core.engine.train import CancelFn, ProgressFn, train
+from core.engine.zoo import LOGITSCOPE_DATASETS, load_zoo_model, logitscope_dataset, zoo_model_key, zoo_source
 from core.errors import LogitscopeError
-from core.logits import get_or_compute
-from core.models import build_model, checkpoint_ok, load_checkpoint, save_checkpoint
-from core.storage import cache_lock, safe_part
-from core.train import CancelFn, ProgressFn, train
-
-
-@dataclass(frozen=True)
-class Hyper:
-    """Defaults of one dataset, with units and the reason for each value."""
-
-    arch: str
-    epochs: int           # passes over the training split; digits converges in ~20 at this lr
-    lr: float             # peak Adam learning rate of the one-cycle schedule
-    train_eps: float      # Linf budget of PGD-AT and TRADES in pixel units: 0.2 is the paper-scale
-                          # budget for 8x8 digits (about 3 of 16 grey levels)
-    train_steps: int      # PGD steps during training: 5 steps reach most of PGD-20's loss at 1/4 of the cost
-    trades_beta: float    # TRADES robustness weight; 6 is Zhang et al.'s choice
-    temperature: float    # distillation temperature: 4 exposes the non-max logits without flattening them
-    eps_grid: tuple[float, ...]  # evaluation epsilons (Linf, pixel units); 0 is clean
-    eval_steps: int       # PGD steps for evaluation: PGD-20, step 2.5 * eps / 20
-    batch_size: int = 64  # training batch size (images)
-    train_limit: int | None = None  # train on the first n training images only (None: all)
-    eval_limit: int | None = None   # evaluate on the first n test images only (None: all)
-
-
-HYPER: dict[str, Hyper] = {
-    "digits": Hyper(arch="digits_cnn", epochs=20, lr=4e-3, train_eps=0.2, train_steps=5, trades_beta=6.0,
-                    temperature=4.0, eps_grid=(0.0, 0.05, 0.1, 0.15, 0.2, 0.3), eval_steps=20),
-    # The three below are sized for a laptop CPU: 10k training images (PGD-AT of small_cnn takes minutes
-    # per epoch there) and 1k test images (PGD-20 at 5 epsilons); on a GPU set the limits to None.
-    "mnist": Hyper(
-        arch="small_cnn",    # 28x28 grey: four convolutions are plenty
-        epochs=10,           # on 10k images Adam's one-cycle has converged by ~10 passes
-        lr=2e-3,             # lower than digits': 3x more steps per epoch at batch 128
-        train_eps=0.3,       # the standard MNIST Linf budget (Madry et al. 2018)
-        train_steps=5,       # as digits: most of PGD-20's loss at a quarter of its cost
-        trades_beta=6.0,     # Zhang et al.'s choice
-        temperature=4.0,     # as digits
-        eps_grid=(0.0, 0.1, 0.2, 0.3, 0.4),  # up to beyond the training budget, where robustness breaks
-        eval_steps=20,       # PGD-20
-        batch_size=128,      # larger images, more of them: fewer, better-used steps
-        train_limit=10_000,  # a sixth of the split: CPU-feasible, and plenty for a small CNN on MNIST
-        eval_limit=1_000),   # 1k test images: accuracies within about +-3% (95% interval)
-    "fashion_mnist": Hyper(
-        arch="small_cnn", epochs=10, lr=2e-3, trades_beta=6.0, temperature=4.0, eval_steps=20, batch_size=128,
-        train_limit=10_000, eval_limit=1_000,  # all as MNIST (same size and format)
-        train_eps=0.1,       # the common Fashion-MNIST budget: 0.3 destroys the textures that tell classes apart
-        train_steps=5,
-        eps_grid=(0.0, 0.025, 0.05, 0.1, 0.15, 0.2)),
-    "cifar10": Hyper(
-        arch="small_cnn",    # CPU-feasible; preact_resnet18 (the AT literature's model) is for a GPU
-        epochs=15,           # small_cnn needs more passes on colour images than on MNIST
-        lr=2e-3,             # as MNIST
-        train_eps=8 / 255,   # the standard CIFAR-10 Linf budget (RobustBench's Linf track)
-        train_steps=5,       # steps of 2.5 * eps / 5 = 4/255, enough to leave the random start's ball
-        trades_beta=6.0,     # Zhang et al.'s choice
-        temperature=4.0,     # as digits
-        eps_grid=(0.0, 2 / 255, 4 / 255, 8 / 255, 16 / 255),  # powers of two around the training budget
-        eval_steps=20,       # PGD-20
-        batch_size=128,      # as MNIST
-        train_limit=10_000,  # a fifth of the split: costs clean accuracy, not the AT/standard contrast
-        eval_limit=1_000),   # as MNIST
-}
-
-# Your own data ("npz:<path>", "folder:<path>"): natural-image defaults that work at any size >= 4x4.
-OWN_DATA_HYPER = Hyper(arch="small_cnn", epochs=20, lr=3e-3, train_eps=8 / 255, train_steps=5, trades_beta=6.0,
-                       temperature=4.0, eps_grid=(0.0, 2 / 255, 4 / 255, 8 / 255, 16 / 255), eval_steps=20)
-
-
-def hyper(dataset: str) -> Hyper:
-    """The defaults of a dataset; own data ("npz:...", "folder:...") share OWN_DATA_HYPER."""
-    if dataset in HYPER:
-        return HYPER[dataset]
-    if dataset_scheme(dataset) is not None:
-        return OWN_DATA_HYPER
-    raise LogitscopeError(f"No default training recipe for dataset {dataset!r}; available: {', '.join(HYPER)}, "
-                          "or your own data as npz:<path> or folder:<path>.")
-
-
-def eps_grid(dataset: str, norm: str = "linf", data_dir: str | None = None) -> tuple[float, ...]:
-    """The evaluation epsilons of a dataset for a norm (pixel units; 0 is clean).
-
-    Linf uses the dataset's grid. L2 scales it by half the square root of the input size: the L2
-    ball of radius eps * sqrt(d) / 2 holds a quarter of the Linf ball's corner, a budget of the same
-    order of strength (for CIFAR-10 this maps Linf 8/255 to L2 0.9, near the usual 0.5).
-    """
-    if norm not in NORMS:
-        raise LogitscopeError(f"Unknown norm {norm!r}: use one of {', '.join(NORMS)}.")
-    grid = hyper(dataset).eps_grid
-    if norm == "linf":
-        return tuple(float(e) for e in grid)
-    c, h, w = load_dataset(dataset, data_dir).shape
-    scale = math.sqrt(c * h * w) / 2
-    return tuple(float(f"{e * scale:.2g}") for e in grid)
-
-
-def eval_attack(dataset: str, norm: str = "linf", steps: int | None = None, seed: int = 0) -> AttackSpec:
-    """The evaluation attack; its eps is a placeholder set per grid point."""
-    return AttackSpec(norm=norm, eps=0.0, steps=hyper(dataset).eval_steps if steps is None else steps, seed=seed)
+from core.storage import atomic_write, cache_lock, safe_part
+from core.study.hyper import hyper
 
 
 @dataclass(frozen=True)
@@ -197,12 +102,10 @@ def default_recipes(dataset: str = "digits", seed: int = 0, arch: str | None = N
 
 
 def zoo_recipe(name: str, dataset: str = "cifar10", threat: str = "Linf") -> Recipe:
-    """A RobustBench model (`core.zoo`) as a recipe: nothing to train, logits cached under zoo_model_key.
+    """A RobustBench model (`core.engine.zoo`) as a recipe: nothing to train, logits cached under zoo_model_key.
 
     Its name in the app is "rb:<name>" ("rb:<threat>:<name>" for threats other than Linf).
     """
-    from core.zoo import logitscope_dataset, zoo_model_key
-
     label = f"rb:{name}" if threat == "Linf" else f"rb:{threat}:{name}"
     spec = ModelSpec(f"robustbench:{dataset}:{threat}:{name}", logitscope_dataset(dataset), TrainSpec())
     return Recipe(label, "zoo", spec, model_key=zoo_model_key(dataset, threat, name))
@@ -219,8 +122,6 @@ def evaluated_zoo(dataset: str | None = None) -> list[dict]:
     "log-probabilities", or None before the model was loaded); `dataset` keeps those whose test images
     are that Logitscope dataset's.
     """
-    from core.zoo import LOGITSCOPE_DATASETS
-
     path = _evaluated_path()
     if not path.is_file():
         return []
@@ -234,8 +135,6 @@ def evaluated_zoo(dataset: str | None = None) -> list[dict]:
 
 def remember_zoo(dataset: str, threat: str, name: str, output_kind: str | None = None) -> None:
     """Add (or update) a zoo model in the list of evaluated ones, which the app's model pickers offer."""
-    from core.zoo import zoo_model_key
-
     path = _evaluated_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     key = zoo_model_key(dataset, threat, name)
@@ -245,9 +144,7 @@ def remember_zoo(dataset: str, threat: str, name: str, output_kind: str | None =
         items = [e for e in items if e["key"] != key] + [{
             "dataset": dataset, "threat": threat, "name": name, "key": key,
             "output_kind": output_kind or old.get("output_kind")}]
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(items, indent=1))
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(items, indent=1).encode())
 
 
 def zoo_recipes(dataset: str) -> list[Recipe]:
@@ -305,13 +202,11 @@ def ensure_model(recipe: Recipe, device: str | torch.device = "cpu", progress: P
 def model_source(recipe: Recipe, device: str | torch.device = "cpu", progress: ProgressFn | None = None,
                  cancel: CancelFn | None = None, data_dir: str | None = None,
                  on_start: Callable[[Recipe], None] | None = None) -> Callable[[], nn.Module]:
-    """A loader of the recipe's model for `core.logits.get_grid`, called only on a cache miss.
+    """A loader of the recipe's model for `core.engine.logits.get_grid`, called only on a cache miss.
 
     Local recipes are trained first if missing (see `ensure_model`); zoo models download on first load.
     """
     if recipe.zoo is not None:
-        from core.zoo import zoo_source
-
         ds, threat, name = recipe.zoo
         return zoo_source(name, ds, threat, device)
     path = ensure_model(recipe, device, progress, cancel, data_dir, on_start)
@@ -321,8 +216,6 @@ def model_source(recipe: Recipe, device: str | torch.device = "cpu", progress: P
 def load_model(recipe: Recipe, device: str | torch.device = "cpu") -> nn.Module:
     """The recipe's model (a zoo model is downloaded if needed); raises if a local one is not trained."""
     if recipe.zoo is not None:
-        from core.zoo import load_zoo_model
-
         ds, threat, name = recipe.zoo
         return load_zoo_model(name, ds, threat, device)
     path = checkpoint_path(recipe)

@@ -13,12 +13,13 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from core import analysis
-from core.config import AttackSpec, DataSpec, check_eps
-from core.logits import get_grid
-from core.models import load_checkpoint
-from core.study import Recipe, default_recipes, ensure_model, eval_attack, hyper
-from core.train import TrainProgress
+from core.config import AttackSpec, check_eps, with_clean
+from core.engine import analysis
+from core.engine.logits import get_grid
+from core.engine.models import load_checkpoint
+from core.engine.train import TrainProgress
+from core.study.hyper import eval_attack, eval_data, hyper
+from core.study.recipes import Recipe, default_recipes, ensure_model
 
 Progress = Callable[[str, float], None]  # (what is running, fraction done in [0, 1])
 
@@ -54,10 +55,10 @@ def reproduce(dataset: str = "digits", seeds: Sequence[int] = (0,), eps_grid: Se
     """Train or reuse every recipe for every seed, evaluate clean and under PGD, return the report."""
     start = time.perf_counter()
     attack = attack or eval_attack(dataset)
-    grid = sorted({0.0, *(float(e) for e in (eps_grid if eps_grid is not None else hyper(dataset).eps_grid))})
+    grid = with_clean(eps_grid if eps_grid is not None else hyper(dataset).eps_grid)
     for e in grid:
         check_eps(e, attack.norm)
-    test = DataSpec(dataset, "test", hyper(dataset).eval_limit)  # None (all) except for large datasets
+    test = eval_data(dataset)  # all test images, except for large datasets
     say = progress or (lambda what, frac: None)
     models, correlations = [], []
     for seed in seeds:

@@ -1,0 +1,12 @@
+"""The engine: data, models and what is computed from them, with no notion of a study or a page.
+
+- `registry` (datasets and their plugins' registry), `data` (the one place that lists the dataset
+  plugins: `data_digits`, `data_torchvision`, `data_own`; import datasets from here);
+- `models` (architectures, self-describing checkpoints), `zoo` (the RobustBench adapter);
+- `attacks` (the one PGD loop), `train` (the one training loop), `distill` (teacher-logit
+  manipulations);
+- `logits` (the disk cache of logits), `analysis` (numpy statistics, intervals, tests).
+
+May import: `core.config`, `core.storage`, `core.errors`, and other engine modules. Never the
+study, the app, the command line or Streamlit.
+"""
