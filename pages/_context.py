@@ -77,6 +77,7 @@ def sidebar(page_params: Sequence[str] = ()) -> Ctx:
     """Render the shared sidebar and return what it chose; starts the first-run training if needed."""
     demo = data.demo()  # first: in the demo it points the cache at the bundle
     internals.use_navigation()
+    state.show_ignored(None)  # until this run's slot exists below
     state.keep_only((*SIDEBAR_PARAMS, *page_params))
     with guard(), st.sidebar:
         st.subheader("What to compare")
@@ -113,8 +114,7 @@ def sidebar(page_params: Sequence[str] = ()) -> Ctx:
                                format_func=lambda e: f"{e:g}",
                                help="Attack budget in pixel units (0 = clean images). Every page reads "
                                     "its logits from the cache at this epsilon.")
-        if state.ignored():
-            st.caption("Ignored link settings: " + ", ".join(f"{k}={v}" for k, v in state.ignored().items()))
+        state.show_ignored(st.empty())  # the page adds its own bad settings here as it binds its widgets
         sel = views.Selection(ds, tuple(models), norm, int(steps), data_dir=data_dir)
         ctx = Ctx(sel, float(eps), catalog, tuple(r.name for r in runs), demo)
         if demo is None:

@@ -2,7 +2,8 @@
 
 - `demo()`: when LOGITSCOPE_DEMO (or the Streamlit secret of that name) names a bundle, serve it
   (core.app.demo) and return it; None otherwise. Called first on every page run, before anything
-  reads the cache.
+  reads the cache. A refused bundle stops the app with a visitor's message (the bundle's file name,
+  no server path or command); the operator's message goes to the server log.
 - `source_settings(demo)`: the "Data folder" and "Your own data" inputs. The folder is the CLI's
   --data-dir (torchvision's files, relative own-data paths), kept in the URL as `dd` and checked to
   be an existing folder; own data ("npz:<path>", "folder:<path>") is checked by opening its path and
@@ -14,6 +15,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import zipfile
 from functools import lru_cache
@@ -27,6 +29,9 @@ from core.engine.data import dataset_scheme
 from core.engine.data_own import IMAGE_SUFFIXES, own_data_name
 from core.errors import LogitscopeError
 from pages import _state as state
+
+log = logging.getLogger(__name__)
+_logged: set[str] = set()  # refusals of the demo's bundle already in the server log
 
 _OWN = "_logitscope_own_data"      # canonical own-data names added in this session
 _FOLDER_ERROR = "_logitscope_dd_error"
@@ -45,9 +50,24 @@ def demo() -> core_demo.Demo | None:
         os.environ[core_demo.ENV] = str(secret)
     try:
         return core_demo.start()
-    except LogitscopeError as exc:
-        st.error(f"The hosted demo cannot start: {exc}", icon=":material/error:")
+    except LogitscopeError as exc:  # core's message is for the operator: server paths, the command to run
+        if str(exc) not in _logged:
+            _logged.add(str(exc))
+            log.error("The hosted demo cannot start: %s", exc)
+        st.error(f"The hosted demo cannot start: {_refusal(os.environ[core_demo.ENV])} The site's operator finds "
+                 "the details in the server log.", icon=":material/error:")
         st.stop()
+
+
+def _refusal(where: str) -> str:
+    """Why the bundle at `where` (a path or URL) is refused, in a visitor's words: its file name, no server path."""
+    if where.startswith(("http://", "https://")):
+        name = where.partition("?")[0].rstrip("/").rpartition("/")[2] or "(no file name)"
+        return f"its bundle `{name}` could not be downloaded, or is not a usable Logitscope bundle."
+    path = Path(where).expanduser()
+    if not path.is_file():
+        return f"its bundle `{path.name}` is not on the server (no such file)."
+    return f"its bundle `{path.name}` is not a usable Logitscope bundle (damaged, or made by another version)."
 
 
 def folder(text: str) -> str | None:

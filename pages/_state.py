@@ -3,12 +3,16 @@
 Every setting is stored once per session under a short name (which is also its query parameter);
 `bind` hands a widget its key, sets its value from the store, and saves changes back through the
 widget's callback. On the first run of a session the store is filled from the URL, each value
-checked by a parser: a bad value falls back to the default and is listed in the sidebar.
+checked by a parser: a bad value falls back to the default and is listed in the sidebar, and so are
+the unknown items of a list and the opening link's parameters that no setting of its page reads.
+The sidebar is rendered before a page binds its own widgets, so the list lives in a sidebar slot
+(`show_ignored`) that is redrawn whenever a setting is ignored, later in the same run included.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Callable, Iterable, Sequence
 
 import streamlit as st
@@ -17,6 +21,9 @@ Parser = Callable[[str], Any]  # text -> value, or None when the text is not a v
 
 _STORE = "_logitscope_store"
 _IGNORED = "_logitscope_ignored"
+_NOTE = "_logitscope_ignored_note"  # this run's sidebar slot that lists them
+_OPENED = "_logitscope_link_opened"  # the opening link's unknown parameters were listed
+SHOWN_ITEMS, SHOWN_CHARS = 8, 40  # the list names a handful, each cut short: a link may carry anything
 
 
 def store() -> dict:
@@ -27,6 +34,41 @@ def store() -> dict:
 def ignored() -> dict[str, str]:
     """Query parameters of the opening link that were not valid, by name."""
     return st.session_state.setdefault(_IGNORED, {})
+
+
+def ignore(name: str, text: str) -> None:
+    """Record a link setting that was not used, and redraw the sidebar's list of them."""
+    ignored()[name] = text
+    _draw_note()
+
+
+def show_ignored(slot) -> None:
+    """List the ignored link settings in `slot` (an `st.empty()` in the sidebar), now and as a page adds more.
+
+    Pass None at the start of a run: a slot of an earlier run must not be drawn into.
+    """
+    st.session_state[_NOTE] = slot
+    _draw_note()
+
+
+def _draw_note() -> None:
+    slot = st.session_state.get(_NOTE)
+    if slot is not None and ignored():
+        slot.caption(ignored_line(ignored()))
+
+
+def _shown(text: str, limit: int) -> str:
+    """`text` on one line, cut to `limit` characters, with markdown's punctuation escaped (shown as typed)."""
+    text = re.sub(r"\s+", " ", "".join(c if c.isprintable() else " " for c in text))
+    text = text if len(text) <= limit else text[:limit - 1] + "…"
+    return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", text)
+
+
+def ignored_line(items: dict[str, str]) -> str:
+    """'Ignored link settings: k=v, ...': a handful of them, each value cut short, and how many more."""
+    shown = [f"{_shown(k, SHOWN_CHARS // 2)}={_shown(v, SHOWN_CHARS)}" for k, v in list(items.items())[:SHOWN_ITEMS]]
+    more = len(items) - len(shown)
+    return "Ignored link settings: " + ", ".join(shown) + (f" and {more} more" if more else "")
 
 
 def encode(value: Any) -> str:
@@ -76,18 +118,37 @@ def number(lo: float, hi: float, integer: bool = False) -> Parser:
 
 
 def on_grid(values: Sequence[float]) -> Parser:
-    """One of the grid's numbers (compared with a tolerance)."""
+    """The grid's number nearest to the text, if closer than half the grid's smallest spacing.
+
+    So a value written shorter (`encode` keeps 6 significant digits: 8/255 is 0.0313725) or by hand
+    reads back as the grid's own float, and a value between two grid points is refused, not guessed.
+    """
+    grid = sorted(set(values))
+    gaps = [b - a for a, b in zip(grid, grid[1:])]
+    # one point: as close as encode's 6 significant digits
+    half = min(gaps) / 2 if gaps else abs(max(grid, default=0.0, key=abs)) * 1e-5 + 1e-12
+
     def parse(text: str):
         try:
             v = float(text)
         except (TypeError, ValueError):
             return None
-        for g in values:
-            if math.isclose(v, g, rel_tol=1e-6, abs_tol=1e-9):
-                return g
-        return None
+        if not grid or not math.isfinite(v):
+            return None
+        g = min(grid, key=lambda g: abs(v - g))
+        return g if abs(v - g) < half else None
 
     return parse
+
+
+def _unused(text: str, v: Any) -> str | None:
+    """The part of a link's text that the parsed value `v` leaves out: all of it, a list's unknown items, or None."""
+    if v is None:
+        return text
+    if isinstance(v, list):
+        known = {encode(x) for x in v}
+        return ",".join(t for t in text.split(",") if t and t not in known) or None
+    return None
 
 
 def _save(name: str, key: str) -> None:
@@ -100,8 +161,8 @@ def value(name: str, default: Any, parse: Parser) -> Any:
     if name not in s:
         raw = st.query_params.get_all(name)
         v = parse(raw[-1]) if raw else None
-        if raw and v is None:
-            ignored()[name] = raw[-1]
+        if raw and (dropped := _unused(raw[-1], v)) is not None:
+            ignore(name, dropped)
         s[name] = default if v is None else v
     else:
         v = parse(encode(s[name]))  # options may have changed (another dataset, a deleted run)
@@ -128,8 +189,14 @@ def set_value(name: str, v: Any) -> None:
 
 
 def keep_only(names: Iterable[str]) -> None:
-    """Drop query parameters that belong to other pages."""
-    keep = set(names)
+    """Drop query parameters that belong to other pages; those of the session's opening link are listed as ignored.
+
+    Later runs drop only what the app itself wrote for the page the user left.
+    """
+    keep, opening = set(names), not st.session_state.get(_OPENED)
+    st.session_state[_OPENED] = True
     for k in list(st.query_params.keys()):
         if k not in keep:
+            if opening:
+                ignore(k, st.query_params[k])
             del st.query_params[k]

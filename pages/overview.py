@@ -10,6 +10,8 @@ from pages import _cached as cached
 from pages import _context as ui
 from pages import _waiting as waiting
 
+STARTED = "_overview_job"  # the job this session last started here: its error stays shown until the next one
+
 ctx = ui.sidebar()
 sel = ctx.sel
 
@@ -44,6 +46,9 @@ with ui.guard():
     st.subheader("Models")
     for job in jobs.active():  # the first-run training, or whatever another page started
         waiting.show_job(job)
+    started = jobs.get(st.session_state.get(STARTED, ""))
+    if started is not None and not started.snapshot().active:  # failed or cancelled: say so here
+        waiting.show_job(started)
     table = cached.model_table(ctx)
     robust = f"robust accuracy @ eps {ctx.eps:g}"
     st.dataframe(
@@ -65,12 +70,14 @@ with ui.guard():
     if c1.button(f"Train missing models ({len(untrained)})", disabled=demo or not untrained,
                  icon=":material/model_training:", key="train_missing",
                  help="Trains every model above that is not trained yet, in the background."):
-        waiting.start_prepare(sel, untrained, f"Training {len(untrained)} missing models")
+        job = waiting.start_prepare(sel, untrained, f"Training {len(untrained)} missing models")
+        st.session_state[STARTED] = job.key
         st.rerun()
     if c2.button(f"Compute missing logits ({len(not_ready)})", disabled=demo or not not_ready, icon=":material/bolt:",
                  key="compute_missing",
                  help="Trains what is missing and attacks every model under the sidebar's attack settings."):
-        waiting.start_prepare(sel, [ctx.catalog[n] for n in not_ready], f"Preparing {len(not_ready)} models")
+        job = waiting.start_prepare(sel, [ctx.catalog[n] for n in not_ready], f"Preparing {len(not_ready)} models")
+        st.session_state[STARTED] = job.key
         st.rerun()
 
     st.subheader("Cache")
