@@ -183,7 +183,7 @@ def _grid_logits(recipe: Recipe, data: DataSpec, attack: AttackSpec, grid, devic
         ctx.report(f"{what}: batch {b}/{n}")
 
     path = ensure_model(recipe, device, cancel=lambda: ctx.cancelled, data_dir=data_dir)
-    return get_grid(lambda: load_checkpoint(path, device), recipe.key, data, attack, grid, device, on_batch=on_batch,
+    return get_grid(lambda: load_checkpoint(path, device, recipe.key), recipe.key, data, attack, grid, device, on_batch=on_batch,
                     data_dir=data_dir)
 
 
@@ -209,7 +209,7 @@ def run(ctx: JobContext, spec: LabSpec, attack: AttackSpec, grid: Sequence[float
     ctx.report(f"distilling {student.name}", 0.0)
     path = ensure_model(student, device, on_train, lambda: ctx.cancelled, data_dir, on_start)
     ctx.report(f"attacking {student.name} over {len(grid)} epsilons", 0.7)
-    s_grid = get_grid(lambda: load_checkpoint(path, device), student.key, data, attack, grid, device,
+    s_grid = get_grid(lambda: load_checkpoint(path, device, student.key), student.key, data, attack, grid, device,
                       on_batch=lambda b, n: ctx.report(f"attacking {student.name}: batch {b}/{n}", 0.7 + 0.2 * b / n),
                       data_dir=data_dir)
     ctx.report(f"evaluating the teacher {teacher.name}", 0.9)

@@ -19,6 +19,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from core.config import ModelSpec
 from core.errors import LogitscopeError
 from core.storage import atomic_write, digest, verified
 
@@ -132,12 +133,34 @@ def _read(path: str | Path) -> dict:
     return payload
 
 
-def checkpoint_ok(path: str | Path) -> bool:
-    """True if `path` is an intact checkpoint that rebuilds its model; checked once per version of the
-    file, then a stat. A bad one is reported once in the log and counts as missing
-    (`core.study.ensure_model` retrains it).
+def checkpoint_ok(path: str | Path, key: str | None = None) -> bool:
+    """True if `path` is an intact checkpoint that rebuilds its model (and holds the model `key`, when
+    given); checked once per version of the file, then a stat. A bad one is reported once in the log
+    and counts as missing (`core.study.recipes.ensure_model` retrains it).
     """
-    return verified(path, load_checkpoint, action="training the model again")
+    return verified(path, lambda p: load_checkpoint(p, key=key), action="training the model again",
+                    expect=key or "")
+
+
+def _check_identity(path: str | Path, cfg: dict, key: str) -> None:
+    """Raise unless the checkpoint's stored key, and the key of the spec it was trained from, are `key`.
+
+    The checksum proves a file intact, not that it is the right file: a checkpoint copied over another
+    model's path passes it. Checkpoints without a stored key or spec (written by hand with
+    save_checkpoint) cannot be matched and are refused when a key is expected.
+    """
+    from_spec = None
+    if isinstance(cfg.get("spec"), dict):
+        try:
+            from_spec = ModelSpec.from_dict(cfg["spec"]).key()
+        except (LogitscopeError, TypeError, ValueError) as exc:
+            raise LogitscopeError(f"Checkpoint {path} stores an unreadable training spec ({exc}): delete it and "
+                                  "train again.") from exc
+    stored = cfg.get("key")
+    if stored != key or (from_spec is not None and from_spec != key):
+        what = f"model {stored!r}" + (f" ({cfg['name']})" if cfg.get("name") else "") if stored else "no model key"
+        raise LogitscopeError(f"Checkpoint {path} holds {what}, not model {key!r}: it was copied or moved there. "
+                              "It counts as missing: delete it, or let Logitscope train the model again.")
 
 
 def read_checkpoint_config(path: str | Path) -> dict:
@@ -145,11 +168,17 @@ def read_checkpoint_config(path: str | Path) -> dict:
     return json.loads(_read(path)["config"])
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a model from its checkpoint, in eval mode: float [0, 1] (N, C, H, W) -> logits (N, K)."""
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", key: str | None = None) -> nn.Module:
+    """Rebuild a model from its checkpoint, in eval mode: float [0, 1] (N, C, H, W) -> logits (N, K).
+
+    With `key`, the checkpoint must also hold that model (its stored key and training spec): a file
+    copied over another model's path raises LogitscopeError instead of standing in for it.
+    """
     payload = _read(path)
     try:
         cfg = json.loads(payload["config"])
+        if key is not None:
+            _check_identity(path, cfg, key)
         model = build_model(cfg["arch"], tuple(cfg["in_shape"]), cfg["num_classes"], tuple(cfg["mean"]),
                             tuple(cfg["std"]))
     except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as exc:  # a foreign or hand-edited config

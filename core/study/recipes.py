@@ -162,7 +162,7 @@ def is_trained(recipe: Recipe) -> bool:
 
     A corrupt or truncated checkpoint counts as untrained: it is reported once and trained again.
     """
-    return recipe.role == "zoo" or checkpoint_ok(checkpoint_path(recipe))
+    return recipe.role == "zoo" or checkpoint_ok(checkpoint_path(recipe), recipe.key)
 
 
 def ensure_model(recipe: Recipe, device: str | torch.device = "cpu", progress: ProgressFn | None = None,
@@ -172,18 +172,18 @@ def ensure_model(recipe: Recipe, device: str | torch.device = "cpu", progress: P
     if recipe.zoo is not None:
         raise LogitscopeError(f"{recipe.name} is a RobustBench model: it is downloaded, not trained.")
     path = checkpoint_path(recipe)
-    if checkpoint_ok(path):  # a corrupt or truncated file is reported once and trained again
+    if checkpoint_ok(path, recipe.key):  # a corrupt, truncated or foreign file is reported once and trained again
         return path
     teacher_logits = None
     if recipe.teacher is not None:
         teacher_path = ensure_model(recipe.teacher, device, progress, cancel, data_dir, on_start)
         data = DataSpec(recipe.spec.dataset, "train", recipe.spec.train.train_limit)  # what the student sees
-        teacher_logits = get_or_compute(lambda: load_checkpoint(teacher_path, device), recipe.teacher.key, data,
+        teacher_logits = get_or_compute(lambda: load_checkpoint(teacher_path, device, recipe.teacher.key), recipe.teacher.key, data,
                                         device=device, data_dir=data_dir).logits
     # Two processes (or sessions) training the same recipe: the second waits, then reuses the checkpoint;
     # a cancelled job stops waiting. Training writes nothing until save_checkpoint's atomic rename.
     with cache_lock(str(path) + ".lock", cancel):
-        if checkpoint_ok(path):
+        if checkpoint_ok(path, recipe.key):
             return path
         if on_start is not None:
             on_start(recipe)
@@ -210,7 +210,7 @@ def model_source(recipe: Recipe, device: str | torch.device = "cpu", progress: P
         ds, threat, name = recipe.zoo
         return zoo_source(name, ds, threat, device)
     path = ensure_model(recipe, device, progress, cancel, data_dir, on_start)
-    return lambda: load_checkpoint(path, device)
+    return lambda: load_checkpoint(path, device, recipe.key)
 
 
 def load_model(recipe: Recipe, device: str | torch.device = "cpu") -> nn.Module:
@@ -221,4 +221,4 @@ def load_model(recipe: Recipe, device: str | torch.device = "cpu") -> nn.Module:
     path = checkpoint_path(recipe)
     if not path.is_file():
         raise LogitscopeError(f"Model {recipe.name!r} is not trained yet: train it first.")
-    return load_checkpoint(path, device)
+    return load_checkpoint(path, device, recipe.key)
