@@ -59,13 +59,34 @@ def _write_fd(fd: int, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it (os.umask sets it, a race with other threads)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore at once
+    os.umask(mask)
+    return mask
+
+
 def _temporary(path: Path) -> tuple[int, str]:
-    """A new hidden temporary file beside `path` (its folder created): (fd, name)."""
+    """A new hidden temporary file beside `path` (its folder created): (fd, name).
+
+    mkstemp makes it private (0600); it gets the mode any new file gets (0666 less the umask), so
+    a cache or a report written under a 022 umask can be shared as the README says.
+    """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
     except OSError as exc:
         raise write_error(exc, path.parent) from exc
+    with contextlib.suppress(OSError):  # a file system without modes (some network mounts) keeps its own
+        os.fchmod(fd, 0o666 & ~_umask())
+    return fd, tmp
 
 
 def atomic_write(path: str | Path, data: bytes) -> Path:
@@ -186,12 +207,14 @@ def report_corrupt(path: str | Path, problem: object, action: str = "recomputing
     log.warning("Cache file %s is corrupt or unreadable (%s); %s.", path, problem, action)
 
 
-def verified(path: str | Path, check: Callable[[Path], None], action: str = "recomputing it") -> bool:
+def verified(path: str | Path, check: Callable[[Path], None], action: str = "recomputing it",
+             expect: str = "") -> bool:
     """True if the file exists and `check(path)` does not raise; remembered until the file changes.
 
-    A failing file is reported once (see report_corrupt) and counts as missing.
+    A failing file is reported once (see report_corrupt) and counts as missing. `expect` names what
+    the check expects of the file (a model key): verdicts for different expectations are kept apart.
     """
-    key, sig = str(path), signature(path)
+    key, sig = (str(path), expect), signature(path)
     if sig is None:
         return False
     with _lock:

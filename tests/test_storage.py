@@ -44,3 +44,18 @@ def test_a_full_disk_is_a_clear_message_and_the_old_file_stays(tmp_path, monkeyp
             f.write(b"x" * 10)
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["bundle.zip"]
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_files_get_the_mode_the_umask_gives_new_files(tmp_path, mask, mode):
+    import os
+
+    old = os.umask(mask)
+    try:
+        storage.atomic_write(tmp_path / "entry.safetensors", b"x")
+        with storage.atomic_file(tmp_path / "report.json") as f:
+            f.write(b"{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "entry.safetensors").stat().st_mode & 0o777 == mode
+    assert (tmp_path / "report.json").stat().st_mode & 0o777 == mode
