@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.engine.registry import Dataset, make_dataset, register_scheme
+from core.engine.registry import MAX_CLASSES, Dataset, check_class_count, make_dataset, register_scheme
 from core.errors import LogitscopeError
 
 SPLIT_SEED = 0
@@ -69,7 +69,7 @@ def to_nchw(images: np.ndarray, where: str) -> np.ndarray:
 
 
 def check_labels(labels: np.ndarray, n: int, k: int | None, where: str) -> np.ndarray:
-    """Integer labels (n,) in [0, k) as int64; k None means max + 1."""
+    """Integer labels (n,) in [0, k) as int64; k None means max + 1 (at most MAX_CLASSES)."""
     if not np.issubdtype(labels.dtype, np.integer):
         raise LogitscopeError(f"{where}: labels must be integers (class indices), got {labels.dtype}.")
     if labels.shape != (n,):
@@ -79,7 +79,25 @@ def check_labels(labels: np.ndarray, n: int, k: int | None, where: str) -> np.nd
         top = "" if k is None else f" < {k} (the number of class_names)"
         raise LogitscopeError(f"{where}: labels must be class indices 0 <= label{top}; found "
                               f"{labels.min()}..{labels.max()}.")
+    if k is None and len(labels) and labels.max() >= MAX_CLASSES:
+        check_class_count(int(labels.max()) + 1, where)
     return labels.astype(np.int64)
+
+
+def check_usable(y_train: np.ndarray, y_test: np.ndarray, where: str) -> None:
+    """Enough of the data to train and evaluate: two classes to train on, and a test split.
+
+    Checked when the data is loaded, so that a dataset that would train but cannot be analysed is a
+    message now, not a crash in a report or a page later.
+    """
+    if len(np.unique(y_train)) < 2:
+        raise LogitscopeError(f"{where}: the training images are all of one class ({len(y_train)} images); a "
+                              "classifier needs images of at least 2 classes.")
+    if len(y_test) == 0:
+        raise LogitscopeError(f"{where}: no image is left for the test split ({len(y_train)} training images). "
+                              f"Without your own split, {TEST_FRACTION:.0%} of each class with 2 or more images is "
+                              "the test split: give at least 2 images of a class, or give x_test/y_test (or a "
+                              "test/ folder).")
 
 
 def _class_names(arr: np.ndarray | None, where: str) -> list[str] | None:
@@ -127,7 +145,9 @@ def dataset_from_npz(name: str, path: Path) -> Dataset:
                                   "(C, H, W): both splits need the same image shape.")
         y_train = check_labels(arrays["y_train"], len(x_train), k, f"{path} y_train")
         y_test = check_labels(arrays["y_test"], len(x_test), k, f"{path} y_test")
+    check_usable(y_train, y_test, str(path))
     k = k or int(max(y_train.max(), y_test.max() if len(y_test) else 0)) + 1
+    check_class_count(k, str(path))
     return make_dataset(name, x_train, y_train, x_test, y_test, names or [str(i) for i in range(k)])
 
 
@@ -193,10 +213,12 @@ def dataset_from_folder(name: str, root: Path) -> Dataset:
         if x_train.shape[1:] != x_test.shape[1:]:
             raise LogitscopeError(f"{root}: train and test images differ in size or channels "
                                   f"({x_train.shape[1:]} vs {x_test.shape[1:]}, H, W, C): give them one size.")
+        check_usable(y_train, y_test, str(root))
         return make_dataset(name, to_nchw(x_train, str(root)), y_train, to_nchw(x_test, str(root)), y_test, classes)
     x, y, classes = _read_class_tree(root)
     x = to_nchw(x, str(root))
     tr, te = stratified_split(y)
+    check_usable(y[tr], y[te], str(root))
     return make_dataset(name, x[tr], y[tr], x[te], y[te], classes)
 
 

@@ -101,8 +101,22 @@ def is_dataset_name(name: str) -> bool:
     return name in DATASETS or dataset_scheme(name) is not None
 
 
+MAX_CLASSES = 1000  # ImageNet's count: a bound that keeps a stray label (say 10**12) from building 10**12 names
+
+
+def check_class_count(k: int, where: str) -> None:
+    """A classifier needs 2 to MAX_CLASSES classes: raise LogitscopeError, saying what to do, otherwise."""
+    if k < 2:
+        raise LogitscopeError(f"{where}: there is only {k} class; a classifier needs at least 2. Add images of "
+                              "another class (labels 0..K-1).")
+    if k > MAX_CLASSES:
+        raise LogitscopeError(f"{where}: {k:,} classes (labels up to {k - 1:,}); Logitscope takes at most "
+                              f"{MAX_CLASSES:,}. Number the classes 0..K-1 without gaps.")
+
+
 def make_dataset(name: str, x_train, y_train, x_test, y_test, classes) -> Dataset:
     """Build a Dataset from arrays, checking ranges and computing normalisation statistics."""
+    check_class_count(len(classes), name)
     x_train = torch.as_tensor(x_train, dtype=torch.float32).contiguous()
     x_test = torch.as_tensor(x_test, dtype=torch.float32).contiguous()
     y_train = torch.as_tensor(y_train, dtype=torch.int64)
