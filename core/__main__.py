@@ -88,12 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "(e.g. <dir>/MNIST/raw/, <dir>/cifar-10-batches-py/); relative own-data paths start here too")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    sub.add_parser("datasets", help="list the registered datasets and how to use your own data")
+    d = sub.add_parser("datasets", help="list the registered datasets and how to use your own data")
     z = sub.add_parser("zoo", help="list the RobustBench model zoo", description="List RobustBench's models "
                        "(dataset, threat model, name); ensembles may return probabilities instead of logits.")
     z.add_argument("--dataset", default=None, help="cifar10, cifar100 or imagenet; default all")
     z.add_argument("--threat", default=None, help="Linf, L2, corruptions or corruptions_3d; default all")
-    sub.add_parser("cache", help="show where the cache lives and how large it is")
+    c = sub.add_parser("cache", help="show where the cache lives and how large it is")
 
     pc = sub.add_parser("precompute", help="compute (and train if missing) logits over an epsilon grid, resumably",
                         description="Compute the logits the app shows for chosen models and epsilons: local recipes "
@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--data-dir", default=None, help="folder with already-downloaded datasets in torchvision's layout")
     b.add_argument("--no-maps", action="store_true", help="leave out the embedding page's precomputed UMAP maps")
     b.add_argument("--out", type=Path, required=True, help="the bundle file to write, e.g. digits-bundle.zip")
+    for own in (r, d, z, c, pc, b):
+        own.set_defaults(subparser=own)
     return p
 
 
@@ -155,20 +157,9 @@ def cmd_reproduce(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     from core.study.hyper import eval_attack
     from core.study.recipes import default_recipes
 
-    if args.data_dir is not None and not Path(args.data_dir).expanduser().is_dir():
-        parser.error(f"--data-dir {args.data_dir} is not a folder")
-    if not is_dataset_name(args.dataset):
-        parser.error(f"unknown dataset {args.dataset!r}: choose one of {', '.join(sorted(DATASETS))}, "
-                     "or give your own data as npz:<path> or folder:<path>")
     if args.arch is not None and args.arch not in ARCHS:
         parser.error(f"unknown architecture {args.arch!r}: choose one of {', '.join(sorted(ARCHS))}")
-    if dataset_scheme(args.dataset) is not None:
-        from core.engine.data_own import own_data_name
-
-        try:  # the canonical name (absolute path + content hash) keys the cache
-            args.dataset = own_data_name(args.dataset, args.data_dir)
-        except LogitscopeError as exc:
-            parser.error(str(exc))
+    _check_dataset(args, parser)
     try:
         for e in args.eps or []:
             check_eps(e, args.norm)
@@ -233,17 +224,24 @@ def cmd_cache(args, parser) -> int:
 
 
 def _check_dataset(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    """Usage errors for --data-dir and --dataset (own data names become canonical)."""
+    """Usage errors for --data-dir and --dataset, before any work.
+
+    Own data ("npz:...", "folder:...") gets its canonical name (absolute path + content hash, which keys
+    the cache) and is loaded now, so that contents Logitscope cannot use (one class, too few images,
+    labels out of range) are a usage error too, not a failure after training.
+    """
+    from core.engine.data import load_dataset
+    from core.engine.data_own import own_data_name
+
     if args.data_dir is not None and not Path(args.data_dir).expanduser().is_dir():
         parser.error(f"--data-dir {args.data_dir} is not a folder")
     if not is_dataset_name(args.dataset):
         parser.error(f"unknown dataset {args.dataset!r}: choose one of {', '.join(sorted(DATASETS))}, "
                      "or give your own data as npz:<path> or folder:<path>")
     if dataset_scheme(args.dataset) is not None:
-        from core.engine.data_own import own_data_name
-
         try:
             args.dataset = own_data_name(args.dataset, args.data_dir)
+            load_dataset(args.dataset, args.data_dir)  # memoised: the run reuses it
         except LogitscopeError as exc:
             parser.error(str(exc))
 
@@ -278,9 +276,17 @@ def cmd_precompute(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
 
 
 def cmd_bundle(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from core.app import lab, views
     from core.app.bundle import write_bundle
 
     _check_dataset(args, parser)
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    if names != ["all"]:
+        known = views.catalog(args.dataset, extra=lab.run_recipes(args.dataset))
+        unknown = [n for n in names if n not in known]
+        if unknown or not names:
+            parser.error(f"--models: unknown model(s) {', '.join(unknown) or '(none given)'} for {args.dataset}; "
+                         f"choose from {', '.join(known)}, or all")
     if args.out.is_dir():
         parser.error(f"--out {args.out} is a directory: give a file path, e.g. {args.dataset}-bundle.zip")
     _output_file(args.out, "--out", parser)
@@ -294,13 +300,24 @@ def cmd_bundle(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     return 0
 
 
+def _check_cache_dir(parser: argparse.ArgumentParser) -> None:
+    """LOGITSCOPE_CACHE (or ./cache) must be a folder, or not exist yet."""
+    root = cache_dir()
+    if root.exists() and not root.is_dir():
+        parser.error(f"the cache {root} is a file, not a folder: point LOGITSCOPE_CACHE at a folder (or unset it to "
+                     "use ./cache)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = {"reproduce": cmd_reproduce, "datasets": cmd_datasets, "zoo": cmd_zoo, "cache": cmd_cache,
                "precompute": cmd_precompute, "bundle": cmd_bundle}[args.command]
+    own = args.subparser  # usage errors print the subcommand's usage, not the top level's
     try:
-        return handler(args, parser)
+        if args.command != "datasets":
+            _check_cache_dir(own)
+        return handler(args, own)
     except LogitscopeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

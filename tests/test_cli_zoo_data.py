@@ -65,3 +65,28 @@ def test_reproduce_on_your_own_npz_relative_to_data_dir(tmp_path, capsys, monkey
     assert "Logitscope reproduction on npz:" in capsys.readouterr().out
     folders = [p.name for p in (isolated_cache / "models").iterdir()]  # one safe folder name, no ':' or '/'
     assert len(folders) == 1 and folders[0].startswith("npz-") and ":" not in folders[0]
+
+
+@pytest.mark.parametrize("argv, usage", [
+    (["zoo", "--dataset", "mnist"], "usage: python -m core zoo"),
+    (["precompute", "--models", "nonexistent"], "usage: python -m core precompute"),
+    (["bundle", "--models", "standard,nonexistent", "--out", "x.zip"], "usage: python -m core bundle"),
+])
+def test_a_subcommands_usage_error_prints_its_own_usage(capsys, argv, usage):
+    err = _usage_error(capsys, argv)
+    assert usage in err and "{reproduce,datasets" not in err
+
+
+def test_an_unknown_bundle_model_is_a_usage_error(capsys):
+    err = _usage_error(capsys, ["bundle", "--models", "standard,nonexistent_model", "--out", "x.zip"])
+    assert "unknown model(s) nonexistent_model" in err and "standard" in err
+
+
+@pytest.mark.parametrize("command", [["cache"], ["reproduce"], ["precompute"], ["bundle", "--out", "x.zip"]])
+def test_a_cache_setting_that_names_a_file_is_a_usage_error(capsys, tmp_path, monkeypatch, command):
+    not_a_folder = tmp_path / "cache-file"
+    not_a_folder.write_text("not a folder")
+    monkeypatch.setenv("LOGITSCOPE_CACHE", str(not_a_folder))
+    err = _usage_error(capsys, command)
+    assert "is a file, not a folder" in err and "LOGITSCOPE_CACHE" in err
+    assert not_a_folder.read_text() == "not a folder"

@@ -154,3 +154,20 @@ def test_the_command_line_runs_and_an_interruption_exits_130(trained, capsys, mo
     with pytest.raises(SystemExit) as exc:
         main(["precompute", "--models", "nobody"])
     assert exc.value.code == 2
+
+
+def test_units_another_process_computed_while_this_one_waited_count_as_cached(trained, monkeypatch, _study_dir):
+    """The lock waiter finds the entry written when it gets the lock: it computed nothing and says so."""
+    recipes = pc.select_models("digits", "standard")
+    real = logits.get_grid
+
+    def other_process_was_first(model, key, data, attack, grid, *args, **kwargs):
+        for e in grid:  # the other process's entry lands while this one waits for the lock
+            entry = logits.entry_path(key, data, None if e == 0 else attack.at(e))
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(_study_dir / entry.relative_to(trained), entry)
+        return real(model, key, data, attack, grid, *args, **kwargs)
+
+    monkeypatch.setattr(logits, "get_grid", other_process_was_first)
+    out = pc.precompute("digits", recipes, eps=[0.1])
+    assert not out.computed and len(out.skipped) == 2

@@ -211,8 +211,10 @@ def precompute(dataset: str, recipes: Sequence[Recipe], eps: Sequence[float] | N
 
         source = model_source(r, device, on_train, stop, data_dir, on_start)
         net: list[nn.Module] = []
+        calls = [0]  # cache misses: a unit another process computed while this one waited needs none
 
         def model() -> nn.Module:
+            calls[0] += 1
             if not net:
                 net.append(source().eval())
                 if r.zoo is not None:  # loaded (downloaded): listed from now on, with what it outputs
@@ -227,6 +229,7 @@ def precompute(dataset: str, recipes: Sequence[Recipe], eps: Sequence[float] | N
             def on_batch(b: int, n: int, label: str = label) -> None:
                 report(label, b / n)
 
+            before = calls[0]
             if u.chunks == 1:
                 cache.get_grid(model, u.key, data, attack, [u.eps], device, on_batch=on_batch, data_dir=data_dir)
             else:
@@ -234,6 +237,6 @@ def precompute(dataset: str, recipes: Sequence[Recipe], eps: Sequence[float] | N
                                        [u.eps], batch_size=batch, on_batch=on_batch, first_index=u.start)
                 _save_part(part_path(u, data, attack), computed[u.eps])
                 _join([v for v in mine if v.eps == u.eps], data, attack, y.cpu())
-            out.computed.append(u)
+            (out.computed if calls[0] > before else out.skipped).append(u)
             report(label, 1.0)
     return out
