@@ -183,8 +183,8 @@ def _grid_logits(recipe: Recipe, data: DataSpec, attack: AttackSpec, grid, devic
         ctx.report(f"{what}: batch {b}/{n}")
 
     path = ensure_model(recipe, device, cancel=lambda: ctx.cancelled, data_dir=data_dir)
-    return get_grid(lambda: load_checkpoint(path, device, recipe.key), recipe.key, data, attack, grid, device, on_batch=on_batch,
-                    data_dir=data_dir)
+    return get_grid(lambda: load_checkpoint(path, device, recipe.key), recipe.key, data, attack, grid, device,
+                    on_batch=on_batch, data_dir=data_dir)
 
 
 def run(ctx: JobContext, spec: LabSpec, attack: AttackSpec, grid: Sequence[float],

@@ -178,7 +178,8 @@ def ensure_model(recipe: Recipe, device: str | torch.device = "cpu", progress: P
     if recipe.teacher is not None:
         teacher_path = ensure_model(recipe.teacher, device, progress, cancel, data_dir, on_start)
         data = DataSpec(recipe.spec.dataset, "train", recipe.spec.train.train_limit)  # what the student sees
-        teacher_logits = get_or_compute(lambda: load_checkpoint(teacher_path, device, recipe.teacher.key), recipe.teacher.key, data,
+        teacher = recipe.teacher
+        teacher_logits = get_or_compute(lambda: load_checkpoint(teacher_path, device, teacher.key), teacher.key, data,
                                         device=device, data_dir=data_dir).logits
     # Two processes (or sessions) training the same recipe: the second waits, then reuses the checkpoint;
     # a cancelled job stops waiting. Training writes nothing until save_checkpoint's atomic rename.

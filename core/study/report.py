@@ -71,7 +71,8 @@ def reproduce(dataset: str = "digits", seeds: Sequence[int] = (0,), eps_grid: Se
 
             ckpt = ensure_model(recipe, device, on_train, data_dir=data_dir,
                                 on_start=lambda r, s=seed: say(f"train seed {s} {r.name}", 0.0))
-            records = get_grid(lambda p=ckpt, k=recipe.key: load_checkpoint(p, device, k), recipe.key, test, attack, grid, device,
+            records = get_grid(lambda p=ckpt, k=recipe.key: load_checkpoint(p, device, k), recipe.key, test, attack,
+                               grid, device,
                                on_batch=lambda d, n, label=label: say(f"attack {label}", d / n), data_dir=data_dir)
             clean_by_name[recipe.name] = records[0.0]
             teacher_clean = clean_by_name.get(recipe.teacher.name) if recipe.teacher else None
