@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--data-dir", default=None, help="folder with already-downloaded datasets in torchvision's layout")
     b.add_argument("--no-maps", action="store_true", help="leave out the embedding page's precomputed UMAP maps")
     b.add_argument("--out", type=Path, required=True, help="the bundle file to write, e.g. digits-bundle.zip")
+    b.add_argument("--quiet", action="store_true", help="no progress bars (repairs of the cache, maps)")
     for own in (r, d, z, c, pc, b):
         own.set_defaults(subparser=own)
     return p
@@ -291,7 +292,7 @@ def cmd_bundle(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         parser.error(f"--out {args.out} is a directory: give a file path, e.g. {args.dataset}-bundle.zip")
     _output_file(args.out, "--out", parser)
     written = write_bundle(args.dataset, args.out, args.models, args.norm, args.steps, args.data_dir,
-                           maps=not args.no_maps)
+                           maps=not args.no_maps, progress=_progress_bar(args.quiet))
     m = written.manifest
     shown = [x["name"] for x in m["models"] if x["shown"]]
     print(f"Bundle written to {written.path} ({written.bytes / 1e6:.1f} MB): {m['dataset']}, {len(shown)} models "

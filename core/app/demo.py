@@ -96,13 +96,17 @@ def start(path: str | Path | None = None) -> Demo:
     ident = (str(path), st.st_size, st.st_mtime_ns)
     with _lock:
         demo = _started.get(ident)
-        if demo is None or not demo.cache.is_dir():
+        if demo is None or not demo.cache.is_dir() or ident not in _datasets:
             cache = Path(tempfile.mkdtemp(prefix="logitscope-demo-"))
             atexit.register(shutil.rmtree, cache, True)
-            manifest = bundle.extract(path, cache)
+            try:  # every check passes before anything is served: a refused bundle leaves nothing behind
+                manifest = bundle.extract(path, cache)  # checks the manifest, every member and every array
+                dataset = bundle.bundled_dataset(cache, manifest)
+            except BaseException:
+                shutil.rmtree(cache, ignore_errors=True)
+                raise
             demo = Demo(path, cache, manifest)
-            _started[ident] = demo
-            _datasets[ident] = bundle.bundled_dataset(cache, manifest)
+            _started[ident], _datasets[ident] = demo, dataset
         os.environ["LOGITSCOPE_CACHE"] = str(demo.cache)
         provide(_datasets[ident])
     return demo
@@ -121,15 +125,22 @@ def _fetch(url: str) -> Path:
         folder = Path(tempfile.mkdtemp(prefix="logitscope-bundle-"))
         atexit.register(shutil.rmtree, folder, True)
         target = folder / "bundle.zip"
+        most = bundle.max_bundle_bytes()
         try:
             with urllib.request.urlopen(url, timeout=120) as r, atomic_file(target) as f:
-                shutil.copyfileobj(r, f, 1 << 20)
+                n = 0
+                while chunk := r.read(min(1 << 20, most + 1 - n)):
+                    n += len(chunk)
+                    if n > most:
+                        raise LogitscopeError(f"The demo bundle at {url} is larger than the "
+                                              f"{bundle.MAX_UNPACKED_MB} MB a bundle may unpack to: it is not a "
+                                              "Logitscope bundle, or not one a small host can serve.")
+                    f.write(chunk)
         except OSError as exc:  # URLError, HTTPError and timeouts are OSErrors
             raise LogitscopeError(f"Could not download the demo bundle from {url} ({exc}): check the address, or "
                                   f"commit the bundle to the repository and set {ENV} to its path.") from exc
         _fetched[url] = target
         return target
-
 
 
 def check_lab(demo: Demo, epochs: int, teacher_trained: bool, busy: bool) -> None:
