@@ -283,7 +283,7 @@ def cmd_bundle(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     _check_dataset(args, parser)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     if names != ["all"]:
-        known = views.catalog(args.dataset, extra=lab.run_recipes(args.dataset))
+        known = views.catalog(args.dataset, extra=lab.run_recipes(args.dataset, trained=False))
         unknown = [n for n in names if n not in known]
         if unknown or not names:
             parser.error(f"--models: unknown model(s) {', '.join(unknown) or '(none given)'} for {args.dataset}; "

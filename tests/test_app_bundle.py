@@ -16,6 +16,8 @@ from safetensors.torch import load_file
 
 from core.__main__ import main
 from core.app import bundle as B
+from core.app import bundle_check as C
+from core.app import bundle_read as R
 from core.engine.data import load_dataset
 from core.engine.models import load_checkpoint
 from core.errors import LogitscopeError
@@ -39,7 +41,7 @@ def written(study_cache, tmp_path) -> B.Written:
 
 def test_a_bundle_round_trip_gives_identical_logits_images_and_models(written, study_cache, tmp_path):
     m = written.manifest
-    assert (m["format"], m["version"], m["dataset"]) == (B.FORMAT, B.VERSION, "digits")
+    assert (m["format"], m["version"], m["dataset"]) == (C.FORMAT, C.VERSION, "digits")
     assert m["eps"] == [0.0, 0.05, 0.1, 0.15, 0.2, 0.3] and m["attack"]["steps"] == 20 and m["created"]
     shown = [x for x in m["models"] if x["shown"]]
     assert [x["name"] for x in shown] == [r.name for r in default_recipes("digits")]
@@ -47,7 +49,7 @@ def test_a_bundle_round_trip_gives_identical_logits_images_and_models(written, s
     assert written.bytes < 8e6
 
     dest = tmp_path / "unpacked"
-    assert B.extract(written.path, dest) == m
+    assert R.extract(written.path, dest) == m
     n_logits = 0
     for name in m["files"]:
         if name.startswith("logits/"):  # every entry is byte-for-byte the cache's, so identical tensors
@@ -55,7 +57,7 @@ def test_a_bundle_round_trip_gives_identical_logits_images_and_models(written, s
             assert torch.equal(mine["logits"], theirs["logits"]) and torch.equal(mine["labels"], theirs["labels"])
             n_logits += 1
     assert n_logits >= len(shown) * len(m["eps"])
-    ds, original = B.bundled_dataset(dest, m), load_dataset("digits")
+    ds, original = R.bundled_dataset(dest, m), load_dataset("digits")
     assert torch.equal(ds.x_test, original.x_test) and torch.equal(ds.y_test, original.y_test)
     assert torch.equal(ds.x_train, original.x_train) and (ds.mean, ds.std) == (original.mean, original.std)
     assert ds.classes == original.classes
@@ -102,7 +104,7 @@ def test_corrupt_or_foreign_bundles_are_refused_with_a_clear_message(written, tm
         return name, (blob[:-1] + bytes([blob[-1] ^ 1]) if name == target else blob)
 
     def newer(name, blob, manifest):
-        manifest["version"] = B.VERSION + 1
+        manifest["version"] = C.VERSION + 1
         return name, blob
 
     def drop(name, blob, manifest):
@@ -119,7 +121,7 @@ def test_corrupt_or_foreign_bundles_are_refused_with_a_clear_message(written, tm
 
     cases = {
         "checksum": (_rewrite(src, tmp_path / "flip.zip", flip), f"{target} does not match its checksum"),
-        "version": (_rewrite(src, tmp_path / "v2.zip", newer), f"version {B.VERSION + 1}"),
+        "version": (_rewrite(src, tmp_path / "v2.zip", newer), f"version {C.VERSION + 1}"),
         "missing": (_rewrite(src, tmp_path / "drop.zip", drop), f"{target} is missing"),
         "unsafe": (_rewrite(src, tmp_path / "escape.zip", escape), "unsafe path"),
         "extra": (_rewrite(src, tmp_path / "extra.zip", extra), "does not list (evil.pkl)"),
@@ -135,12 +137,12 @@ def test_corrupt_or_foreign_bundles_are_refused_with_a_clear_message(written, tm
     for what, (path, message) in cases.items():
         dest = tmp_path / f"x-{what}"
         with pytest.raises(LogitscopeError) as exc:
-            B.extract(path, dest)
+            R.extract(path, dest)
         assert message in str(exc.value) and "python -m core bundle" in str(exc.value), (what, str(exc.value))
         assert not dest.exists(), what  # nothing half-unpacked is left behind
     assert not (tmp_path / "escape.safetensors").exists()
     with pytest.raises(LogitscopeError, match="No bundle at"):
-        B.read_manifest(tmp_path / "nowhere.zip")
+        R.read_manifest(tmp_path / "nowhere.zip")
 
 
 def test_the_command_line_writes_a_bundle_and_says_how_to_serve_it(study_cache, tmp_path, capsys):
@@ -148,7 +150,7 @@ def test_the_command_line_writes_a_bundle_and_says_how_to_serve_it(study_cache, 
     assert main(["bundle", "--dataset", "digits", "--models", "standard,pgd-at", "--no-maps", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert f"Bundle written to {out}" in printed and "LOGITSCOPE_DEMO=" in printed
-    m = B.read_manifest(out)
+    m = R.read_manifest(out)
     assert [x["name"] for x in m["models"] if x["shown"]] == ["standard", "pgd-at"]
     assert {x["name"] for x in m["models"]} == {"standard", "pgd-at", "trades"}  # teachers ride along for the lab
     assert main(["bundle", "--models", "standard", "--steps", "3", "--out", str(tmp_path / "c.zip")]) == 1

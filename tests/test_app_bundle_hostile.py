@@ -25,8 +25,10 @@ from streamlit.testing.v1 import AppTest
 
 from core import storage
 from core.app import bundle as B
+from core.app import bundle_check as C
+from core.app import bundle_read as R
 from core.app import demo as core_demo
-from core.app import jobs
+from core.app import jobs, lab
 from core.app.prepare import logits_cached
 from core.engine import data as core_data
 from core.engine.logits import entry_ok, entry_path
@@ -77,13 +79,43 @@ def test_a_damaged_cache_is_repaired_before_it_is_packed(app_cache, tmp_path):
     assert any("training standard again" in s for s in said) and any("logits of pgd-at" in s for s in said)
 
     dest = tmp_path / "unpacked"
-    B.extract(written.path, dest)
+    R.extract(written.path, dest)
     storage._verdicts.clear()
     with pytest.MonkeyPatch.context() as mp:  # the unpacked bundle, read as the demo reads it
         mp.setenv("LOGITSCOPE_CACHE", str(dest))
         for r in recipes.values():
             assert logits_cached(r, data, attack, grid), r.name
             assert is_trained(r), r.name  # every packed checkpoint is intact and holds its model
+
+
+def test_a_lab_run_with_a_corrupt_checkpoint_is_trained_again_not_left_out(app_cache, tmp_path):
+    """`lab.run_recipes` offers the pickers only runs with intact checkpoints, and the writer chose from it:
+    `bundle --models all` left a recorded, evaluated lab run out without a word when its checkpoint broke."""
+    data, attack, grid = _setting()
+    spec = lab.LabSpec("digits", "pgd-at", "flatten_nonmax", temperature=3.0, epochs=1, seed=3)
+    job = jobs.submit("tiny", lambda ctx: lab.run(ctx, spec, attack, grid), "tiny lab run")
+    assert job.wait(120) and job.snapshot().status == jobs.DONE, job.snapshot().error
+    student = spec.recipe()
+    path = checkpoint_path(student)
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 0x01
+    path.write_bytes(bytes(blob))
+    assert not is_trained(student) and lab.run_recipes("digits") == []  # the pickers leave it out
+    assert [r.key for r in B.choose("digits", spec.name(), data, attack, grid)] == [student.key]  # by name too
+
+    said = []
+    written = B.write_bundle("digits", tmp_path / "b.zip", maps=False, progress=lambda what, f: said.append(what))
+    packed = {m["name"]: m for m in written.manifest["models"]}
+    assert spec.name() in packed and packed[spec.name()]["shown"] and packed[spec.name()]["key"] == student.key
+    assert any(f"training {spec.name()} again" in s for s in said) and is_trained(student)  # trained again
+    dest = tmp_path / "unpacked"
+    R.extract(written.path, dest)
+    load_checkpoint(dest / packed[spec.name()]["checkpoint"], key=student.key)
+    storage._verdicts.clear()
+    with pytest.MonkeyPatch.context() as mp:  # the unpacked bundle offers the run, as the demo reads it
+        mp.setenv("LOGITSCOPE_CACHE", str(dest))
+        assert logits_cached(student, data, attack, grid)
+        assert [r.name for r in lab.run_recipes("digits")] == [spec.name()]
 
 
 def test_a_zoo_model_whose_logits_cannot_be_recomputed_is_refused_by_name(app_cache, tmp_path, monkeypatch):
@@ -130,7 +162,7 @@ def test_the_bytes_packed_are_the_bytes_checked(app_cache, tmp_path, monkeypatch
     rel = target.relative_to(app_cache).as_posix()
     with zipfile.ZipFile(written.path) as z:
         assert z.read(rel) == good and written.manifest["files"][rel]["sha256"] == _sha(good)
-    B.extract(written.path, tmp_path / "unpacked")  # and it verifies
+    R.extract(written.path, tmp_path / "unpacked")  # and it verifies
 
 
 def test_a_file_damaged_before_it_is_packed_is_refused(app_cache, tmp_path, monkeypatch):
@@ -253,10 +285,10 @@ def test_hand_edited_bundles_are_refused_with_a_clear_message(good, tmp_path):
     for what, (path, message) in _hostile(good, tmp_path).items():
         dest = tmp_path / "x"
         with pytest.raises(LogitscopeError) as exc:
-            B.extract(path, dest)
+            R.extract(path, dest)
         assert "not a usable Logitscope bundle" in str(exc.value) and message in str(exc.value), (what, str(exc.value))
         assert not dest.exists(), what  # nothing half-unpacked is left behind
-    assert B.extract(good, tmp_path / "ok")["dataset"] == "digits"  # the untouched bundle is fine
+    assert R.extract(good, tmp_path / "ok")["dataset"] == "digits"  # the untouched bundle is fine
 
 
 @pytest.fixture
@@ -339,21 +371,21 @@ def test_a_zip_bomb_is_refused_within_bounded_memory(good, tmp_path, monkeypatch
         assert bomb.stat().st_size < 6 * MB
         with monkeypatch.context() as mp:
             if "limit" in what:
-                mp.setattr(B, "MAX_UNPACKED_MB", 10)
-            raised, peak = _peak_while(lambda: B.extract(bomb, tmp_path / "x"))
+                mp.setattr(C, "MAX_UNPACKED_MB", 10)
+            raised, peak = _peak_while(lambda: R.extract(bomb, tmp_path / "x"))
         assert isinstance(raised, LogitscopeError) and message in str(raised), (what, raised)
         assert peak < 8, (what, peak)  # MB: a few chunks, never the 50 MB member
         assert not (tmp_path / "x").exists()
 
 
 def test_member_count_and_file_size_limits(good, tmp_path, monkeypatch):
-    monkeypatch.setattr(B, "MAX_MEMBERS", 5)
+    monkeypatch.setattr(C, "MAX_MEMBERS", 5)
     with pytest.raises(LogitscopeError, match="more than the 5 files"):
-        B.extract(good, tmp_path / "x")
-    monkeypatch.setattr(B, "MAX_MEMBERS", 0)
-    monkeypatch.setattr(B, "MAX_UNPACKED_MB", 1)
+        R.extract(good, tmp_path / "x")
+    monkeypatch.setattr(C, "MAX_MEMBERS", 0)
+    monkeypatch.setattr(C, "MAX_UNPACKED_MB", 1)
     with pytest.raises(LogitscopeError, match="larger than the 1 MB"):
-        B.extract(good, tmp_path / "x")
+        R.extract(good, tmp_path / "x")
     assert not (tmp_path / "x").exists()
 
 
@@ -362,8 +394,8 @@ def test_a_download_larger_than_any_bundle_stops_early(good, tmp_path, no_demo, 
                       directory=str(good.parent))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setattr(B, "MAX_MEMBERS", 0)
-    monkeypatch.setattr(B, "MAX_UNPACKED_MB", 1)
+    monkeypatch.setattr(C, "MAX_MEMBERS", 0)
+    monkeypatch.setattr(C, "MAX_UNPACKED_MB", 1)
     try:
         with pytest.raises(LogitscopeError, match="larger than the 1 MB"):
             core_demo.start(f"http://127.0.0.1:{server.server_address[1]}/{good.name}")
@@ -374,7 +406,7 @@ def test_a_download_larger_than_any_bundle_stops_early(good, tmp_path, no_demo, 
 
 def test_a_checkpoint_in_a_good_bundle_loads_with_its_key(good, tmp_path):
     """The round trip the checks must not break: packed checkpoints hold their models."""
-    m = B.extract(good, tmp_path / "u")
+    m = R.extract(good, tmp_path / "u")
     for x in m["models"]:
         if x["checkpoint"]:
             assert checkpoint_ok(tmp_path / "u" / x["checkpoint"], x["key"])

@@ -13,6 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.app import bundle as B
+from core.app import bundle_read as R
 from core.app import demo as core_demo
 from core.app import jobs
 from core.engine import data as core_data
@@ -133,7 +134,7 @@ def test_a_bundle_without_checkpoints_still_shows_its_logits(_study_dir, tmp_pat
     monkeypatch.setenv("LOGITSCOPE_CACHE", str(cache))
     monkeypatch.setattr(B, "MAX_CHECKPOINT_MB", 0)
     path = B.write_bundle("digits", tmp_path / "logits-only.zip", "standard,pgd-at", maps=False).path
-    assert not any(n.endswith(".pt") for n in B.read_manifest(path)["files"])
+    assert not any(n.endswith(".pt") for n in R.read_manifest(path)["files"])
     jobs.clear()
     monkeypatch.setenv(core_demo.ENV, str(path))
     monkeypatch.setattr(core_demo, "_started", {})

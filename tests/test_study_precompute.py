@@ -102,6 +102,58 @@ def test_big_test_sets_go_in_chunks_that_join_into_the_same_entry(trained, attac
         assert torch.equal(entry.logits, whole[eps]) and torch.equal(entry.labels, y)
 
 
+def _damage(path, how: str) -> None:
+    blob = bytearray(path.read_bytes())
+    if how == "truncated":
+        del blob[-100:]
+    else:  # one bit of the tensors' data flipped: the file still parses, its checksum no longer matches
+        blob[-5] ^= 0x01
+    path.write_bytes(bytes(blob))
+
+
+@pytest.mark.parametrize("how", ["truncated", "bit-flipped"])
+def test_a_corrupt_entry_is_computed_again_not_skipped(trained, attack_calls, how):
+    """README, "Checked reads": a corrupt entry counts as missing. `is_done` used to test only that the file
+    existed, so a re-run skipped the broken entry and reported it as cached."""
+    recipes = pc.select_models("digits", "standard")
+    first = pc.precompute("digits", recipes, eps=[0.1], steps=5)
+    assert len(first.computed) == 2 and len(attack_calls) == 2
+    attack = eval_attack("digits", steps=5)
+    good = logits.read(recipes[0].key, first.data, attack.at(0.1))
+    path, good = good.path, (good.logits.clone(), good.labels.clone())  # copies: the record may map the file
+    _damage(path, how)
+    assert not logits.entry_ok(recipes[0].key, first.data, attack.at(0.1))
+
+    again = pc.precompute("digits", recipes, eps=[0.1], steps=5)
+    assert [u.eps for u in again.computed] == [0.1] and [u.eps for u in again.skipped] == [0.0]
+    assert len(attack_calls) == 3  # the broken entry only
+    mended = logits.read(recipes[0].key, first.data, attack.at(0.1))
+    assert mended is not None and torch.equal(mended.logits, good[0]) and torch.equal(mended.labels, good[1])
+    assert not pc.precompute("digits", recipes, eps=[0.1], steps=5).computed  # and now it is cached
+
+
+def test_a_corrupt_chunk_is_computed_again_before_the_join(trained, attack_calls, monkeypatch):
+    """A part left by an interrupted run that is truncated counts as missing: it is computed again and the
+    joined entry is what one pass over the whole split gives."""
+    monkeypatch.setattr(logits, "eval_batch_size", lambda shape, device="cpu": 64)
+    recipe = pc.select_models("digits", "standard")
+    with pytest.raises(Cancelled):  # stopped after two chunks of eps 0, kept as parts
+        pc.precompute("digits", recipe, eps=[0.1], steps=5, cancel=lambda: len(attack_calls) >= 2, chunk_images=100)
+    attack, data = eval_attack("digits", steps=5), DataSpec("digits", "test")
+    chunks = pc.plan(recipe, [0.0], 360, 64, chunk_images=100)
+    assert pc.part_ok(chunks[0], data, attack) and pc.part_ok(chunks[1], data, attack)
+    _damage(pc.part_path(chunks[1], data, attack), "truncated")
+    assert not pc.part_ok(chunks[1], data, attack) and not pc.is_done(chunks[1], data, attack)
+
+    out = pc.precompute("digits", recipe, eps=[0.1], steps=5, chunk_images=100)
+    assert [(u.eps, u.start) for u in out.skipped] == [(0.0, 0)]
+    assert [(u.eps, u.start) for u in out.computed] == [(0.0, 128), (0.0, 256), (0.1, 0), (0.1, 128), (0.1, 256)]
+    assert attack_calls[2:] == [128, 256, 0, 128, 256] and not (trained / "precompute").exists()
+    x, y = pc.load_dataset("digits").split(data)
+    whole = attacks.attack_grid(load_model(recipe[0]), x, y, attack, [0.0], batch_size=64)
+    assert torch.equal(logits.read(recipe[0].key, data, None).logits, whole[0.0])
+
+
 def test_unknown_models_and_zoo_names_are_user_errors():
     with pytest.raises(LogitscopeError, match="Unknown model"):
         pc.select_models("digits", "standard,nobody")

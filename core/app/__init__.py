@@ -5,7 +5,10 @@
 - `views` (the sidebar's selection and the frames of the distributions and differences pages),
   `samples` (images and adversarial examples), `overview`, `embedding` (UMAP maps), `lab` (live
   distillation runs), `charts` (Altair charts), `toy` (the two-dimensional "why" model);
-- `bundle` (portable, checksummed bundles) and `demo` (the hosted-demo mode that serves one).
+- portable, checksummed bundles: `bundle` (writing one: choosing, repairing, packing), `bundle_pack`
+  (the packer: exactly the bytes that passed their checks), `bundle_check` (the format, its limits,
+  the manifest and array checks), `bundle_read` (opening and unpacking one); `demo` (the hosted-demo
+  mode that serves one).
 
 May import: everything below it (`core.config`, `core.storage`, `core.errors`, the engine, the
 study) and other app modules. Never Streamlit, the pages or the command line.

@@ -1,4 +1,4 @@
-"""Hosted-demo mode: serve one bundle (core.app.bundle) on a small CPU-only host, read-only.
+"""Hosted-demo mode: serve one bundle (core.app.bundle_read) on a small CPU-only host, read-only.
 
 Set `LOGITSCOPE_DEMO=<bundle path or http(s) URL>` (or the Streamlit secret of that name) and start the
 app. A URL is downloaded once per process into a temporary folder (its manifest's checksums guard the
@@ -26,7 +26,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.app import bundle
+from core.app import bundle_check, bundle_read
 from core.config import DEMO_ENV, demo_mode
 from core.engine.data import provide
 from core.errors import LogitscopeError
@@ -100,8 +100,8 @@ def start(path: str | Path | None = None) -> Demo:
             cache = Path(tempfile.mkdtemp(prefix="logitscope-demo-"))
             atexit.register(shutil.rmtree, cache, True)
             try:  # every check passes before anything is served: a refused bundle leaves nothing behind
-                manifest = bundle.extract(path, cache)  # checks the manifest, every member and every array
-                dataset = bundle.bundled_dataset(cache, manifest)
+                manifest = bundle_read.extract(path, cache)  # checks the manifest, every member and every array
+                dataset = bundle_read.bundled_dataset(cache, manifest)
             except BaseException:
                 shutil.rmtree(cache, ignore_errors=True)
                 raise
@@ -125,7 +125,7 @@ def _fetch(url: str) -> Path:
         folder = Path(tempfile.mkdtemp(prefix="logitscope-bundle-"))
         atexit.register(shutil.rmtree, folder, True)
         target = folder / "bundle.zip"
-        most = bundle.max_bundle_bytes()
+        most = bundle_read.max_bundle_bytes()
         try:
             with urllib.request.urlopen(url, timeout=120) as r, atomic_file(target) as f:
                 n = 0
@@ -133,7 +133,7 @@ def _fetch(url: str) -> Path:
                     n += len(chunk)
                     if n > most:
                         raise LogitscopeError(f"The demo bundle at {url} is larger than the "
-                                              f"{bundle.MAX_UNPACKED_MB} MB a bundle may unpack to: it is not a "
+                                              f"{bundle_check.MAX_UNPACKED_MB} MB a bundle may unpack to: it is not a "
                                               "Logitscope bundle, or not one a small host can serve.")
                     f.write(chunk)
         except OSError as exc:  # URLError, HTTPError and timeouts are OSErrors

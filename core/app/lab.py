@@ -144,8 +144,10 @@ def delete_runs(run_ids: Sequence[str]) -> None:
         _save_runs(runs[~runs["run"].isin(list(run_ids))].reset_index(drop=True))
 
 
-def run_recipes(dataset: str) -> list[Recipe]:
-    """Recipes of the recorded runs of a dataset whose checkpoints exist, for the model pickers.
+def run_recipes(dataset: str, trained: bool = True) -> list[Recipe]:
+    """Recipes of the recorded runs of a dataset: for the model pickers, those whose checkpoints are intact
+    (`trained`); with `trained=False` every run whose spec still makes a recipe, also one whose checkpoint is
+    missing or corrupt (the bundle writer trains it again, as it does any model it packs).
 
     An unreadable table offers no runs here (reported once in the log), so every page's sidebar keeps
     working; the lab page shows the table's error with what to do.
@@ -162,7 +164,7 @@ def run_recipes(dataset: str) -> list[Recipe]:
             r = s.recipe()
         except (LogitscopeError, TypeError, ValueError):
             continue
-        if is_trained(r):
+        if not trained or is_trained(r):
             out[r.name] = r
     return list(out.values())
 

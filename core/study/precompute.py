@@ -5,7 +5,8 @@ The work is cut into units, and each unit lands in the cache as soon as it finis
 - one model at one epsilon on the evaluation split (one entry of `core.engine.logits`);
 - on big splits (more than `CHUNK_IMAGES` images), one model at one epsilon on one chunk of images,
   kept under cache/precompute/parts/ until the entry's last chunk is done and the chunks are joined.
-A re-run plans the same units and skips those whose files exist, so an interruption (Ctrl-C, a lost
+A re-run plans the same units and skips those whose files exist and pass their checks (a corrupt or
+truncated entry or part counts as missing and is computed again), so an interruption (Ctrl-C, a lost
 machine) costs at most the unit in progress. Chunks start at multiples of the attack batch size and
 seed their random starts by absolute image index (`attack_grid(first_index=...)`), so a joined entry
 is exactly what `core.engine.logits.get_grid` computes in one pass, and what the app's pages recompute.
@@ -35,7 +36,7 @@ from core.engine.data import load_dataset
 from core.engine.train import TrainProgress
 from core.engine.zoo import LOGITSCOPE_DATASETS, find_entry
 from core.errors import Cancelled, LogitscopeError
-from core.storage import atomic_write
+from core.storage import atomic_write, verified
 from core.study.hyper import eps_grid, eval_attack, eval_data
 from core.study.recipes import Recipe, default_recipes, fast_at_recipe, model_source, remember_zoo, zoo_recipe
 
@@ -131,11 +132,27 @@ def part_path(unit: Unit, data: DataSpec, attack: AttackSpec) -> Path:
     return cache_dir() / "precompute" / "parts" / unit.key / name / f"{unit.start}-{unit.stop}.safetensors"
 
 
+def _check_part(path: Path, rows: int) -> None:
+    """Raise unless the part loads as safetensors holding 'logits' (rows, K) and nothing else."""
+    tensors = load_file(path)
+    if set(tensors) != {"logits"} or tensors["logits"].ndim != 2 or tensors["logits"].shape[0] != rows:
+        raise ValueError(f"it holds {({n: tuple(t.shape) for n, t in tensors.items()})}, "
+                         f"not logits of its {rows} images")
+
+
+def part_ok(unit: Unit, data: DataSpec, attack: AttackSpec) -> bool:
+    """The chunk's part is on disk and intact (checked once per version of the file, then a stat)."""
+    return verified(part_path(unit, data, attack), lambda p: _check_part(p, unit.stop - unit.start))
+
+
 def is_done(unit: Unit, data: DataSpec, attack: AttackSpec) -> bool:
-    """The unit's result is in the cache: its entry, or (for a chunk) its part."""
-    if cache.entry_path(unit.key, data, _entry_attack(attack, unit.eps)).is_file():
+    """The unit's result is in the cache and passes its check: its entry, or (for a chunk) its part.
+
+    A corrupt or truncated entry or part counts as missing (reported once), so it is computed again.
+    """
+    if cache.entry_ok(unit.key, data, _entry_attack(attack, unit.eps)):
         return True
-    return unit.chunks > 1 and part_path(unit, data, attack).is_file()
+    return unit.chunks > 1 and part_ok(unit, data, attack)
 
 
 def _save_part(path: Path, logits: torch.Tensor) -> None:
@@ -144,9 +161,10 @@ def _save_part(path: Path, logits: torch.Tensor) -> None:
 
 def _join(units: list[Unit], data: DataSpec, attack: AttackSpec, labels: torch.Tensor) -> bool:
     """Join the chunks of one (model, eps) into its cache entry once all are there; True if it did."""
-    paths = [part_path(u, data, attack) for u in sorted(units, key=lambda u: u.start)]
-    if not all(p.is_file() for p in paths):
+    units = sorted(units, key=lambda u: u.start)
+    if not all(part_ok(u, data, attack) for u in units):  # a broken part is computed again, then joined
         return False
+    paths = [part_path(u, data, attack) for u in units]
     try:
         parts = [load_file(p)["logits"] for p in paths]
     except (SafetensorError, OSError, KeyError):  # a part broken by a crash mid-write: recompute it next run
