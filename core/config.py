@@ -6,12 +6,14 @@ specs produce interchangeable results, so they share one cache entry.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import ClassVar
 
 from core.errors import LogitscopeError
 
@@ -25,10 +27,23 @@ def stable_key(obj: object) -> str:
 
 
 class _Spec:
-    """Mixin for frozen dataclasses: `key()`, `to_dict()`, `from_dict()`."""
+    """Mixin for frozen dataclasses: `key()`, `to_dict()`, `from_dict()`.
+
+    `ADDED_FIELDS` maps each field added after keys of the spec were published to its default: a field
+    at that default is left out of `to_dict()` (so of the key), so every spec written before it existed
+    keeps its key and its cache entries, and `from_dict` fills it in when a stored dict lacks it.
+    """
+
+    ADDED_FIELDS: ClassVar[dict[str, object]] = {}
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name in self.ADDED_FIELDS and v == self.ADDED_FIELDS[f.name]:
+                continue
+            out[f.name] = v.to_dict() if isinstance(v, _Spec) else copy.deepcopy(v)
+        return out
 
     def _floats(self) -> None:
         """Store ints given for float fields as floats: equal specs (1 == 1.0) must share one key."""
@@ -46,7 +61,7 @@ class _Spec:
         unknown = set(d) - names
         if unknown:
             raise LogitscopeError(f"{cls.__name__}: unknown fields {sorted(unknown)}; expected {sorted(names)}.")
-        kwargs = dict(d)
+        kwargs = {**cls.ADDED_FIELDS, **d}
         for f in fields(cls):
             sub = _NESTED.get((cls.__name__, f.name))
             if sub is not None and isinstance(kwargs.get(f.name), dict):
@@ -76,12 +91,27 @@ class DataSpec(_Spec):
             raise LogitscopeError(f"limit must be a positive number of samples, got {self.limit}.")
 
 
+AA_ITERATIONS = 100  # AutoAttack's APGD, APGD-T and FAB-T run a fixed 100 iterations (Croce & Hein 2020)
+ATTACK_METHODS = {  # method -> how describe() names it
+    "pgd": "PGD",
+    "autoattack-fast": "AutoAttack (APGD-CE + APGD-T, 100 iterations)",
+    "autoattack-standard": "AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square)",
+}
+
+
 @dataclass(frozen=True)
 class AttackSpec(_Spec):
-    """PGD settings (Madry et al. 2018). `step_size=None` means 2.5 * eps / steps.
+    """An attack: PGD (Madry et al. 2018) or AutoAttack (Croce & Hein 2020). `step_size=None` means 2.5 * eps / steps.
 
     eps is in input units ([0, 1] pixels): Linf 0.1 allows each pixel to move by 0.1.
+    `method` is "pgd" (the project's PGD loop: steps, step_size, restarts, loss and random_start apply),
+    "autoattack-fast" (AutoAttack's APGD-CE + APGD-T) or "autoattack-standard" (AutoAttack's standard
+    version: APGD-CE, APGD-T, FAB-T, Square), both through `pyautoattack` (core.engine.reliable). For
+    AutoAttack, `steps` must be its fixed 100 iterations and the PGD-only fields are ignored; only
+    norm, eps and seed count.
     """
+
+    ADDED_FIELDS: ClassVar[dict[str, object]] = {"method": "pgd"}  # keys before "method" existed stay valid
 
     norm: str = "linf"
     eps: float = 0.1
@@ -91,18 +121,29 @@ class AttackSpec(_Spec):
     loss: str = "ce"  # "ce" (cross-entropy) or "margin" (Carlini-Wagner margin on logits)
     random_start: bool = True
     seed: int = 0
+    method: str = "pgd"
 
     def __post_init__(self):
         self._floats()
         check_eps(self.eps, self.norm)
+        if self.method not in ATTACK_METHODS:
+            raise LogitscopeError(f"Unknown attack method {self.method!r}: use one of {', '.join(ATTACK_METHODS)}.")
         if self.loss not in ("ce", "margin"):
             raise LogitscopeError(f"Unknown attack loss {self.loss!r}: use 'ce' or 'margin'.")
         if not 0 <= self.steps <= 10_000:
             raise LogitscopeError(f"steps must be between 0 and 10000, got {self.steps}.")
+        if self.reliable and self.steps != AA_ITERATIONS:
+            raise LogitscopeError(f"AutoAttack runs a fixed {AA_ITERATIONS} iterations, got steps={self.steps}: "
+                                  f"set steps={AA_ITERATIONS} (core.study.hyper.reliable_attack does).")
         if self.restarts < 1:
             raise LogitscopeError(f"restarts must be at least 1, got {self.restarts}.")
         if self.step_size is not None and not (math.isfinite(self.step_size) and self.step_size > 0):
             raise LogitscopeError(f"step_size must be a positive number, got {self.step_size}.")
+
+    @property
+    def reliable(self) -> bool:
+        """True for AutoAttack, the attack a robust accuracy must come from; False for PGD."""
+        return self.method != "pgd"
 
     @property
     def alpha(self) -> float:
@@ -114,6 +155,24 @@ class AttackSpec(_Spec):
     def at(self, eps: float) -> "AttackSpec":
         """The same attack at another epsilon (the step size follows eps unless it was fixed)."""
         return replace(self, eps=float(eps))
+
+    def describe(self) -> str:
+        """The attack named in full for a reader, e.g. "Linf PGD-20 (CE loss, 1 start), eps 0.1".
+
+        The eps is left out when it is 0, the placeholder of a spec that is set per grid point.
+        """
+        norm = {"linf": "Linf", "l2": "L2"}[self.norm]
+        if self.reliable:
+            text = f"{norm} {ATTACK_METHODS[self.method]}"
+        else:
+            starts = f"{self.restarts} {'start' if self.restarts == 1 else 'starts'}"
+            if not self.random_start:
+                starts = "no random start" if self.restarts == 1 else f"{starts}, no random start"
+            details = [f"{'CE' if self.loss == 'ce' else 'margin'} loss", starts]
+            if self.step_size is not None:
+                details.append(f"step {self.step_size:.4g}")
+            text = f"{norm} PGD-{self.steps} ({', '.join(details)})"
+        return text if self.eps == 0 else f"{text}, eps {self.eps:.4g}"
 
 
 NORMS = ("linf", "l2")

@@ -1,4 +1,4 @@
-"""The logits cache: every model's logits on a data split, clean and under PGD, computed once.
+"""The logits cache: every model's logits on a data split, clean and under attack, computed once.
 
 An entry is one safetensors file (no pickle: safe to share) named by the model's key, the data
 spec's key and the attack spec's key at that epsilon; its metadata repeats the specs in JSON, with
@@ -6,6 +6,11 @@ the format version and a sha256 checksum of the tensors. Writes are atomic (writ
 rename) and guarded by a file lock, so two processes asking for the same entry compute it once.
 Every read checks format, shapes, checksum and specs; a file that fails is reported once (a log
 warning) and recomputed. See core.storage.
+
+The attack is PGD (core.engine.attacks) or AutoAttack (core.engine.reliable), as `attack.method` says;
+their entries have distinct names (the attack's key) and the same files, locks and checks. An
+AutoAttack entry's metadata also holds the attacks it ran and AutoAttack's warnings at that eps
+(`LogitsRecord.warnings`), which the gradient-masking check reads (core.engine.masking).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from torch import nn
 from core.config import AttackSpec, DataSpec, cache_dir
 from core.engine.attacks import attack_grid
 from core.engine.data import load_dataset
+from core.engine.reliable import reliable_grid
 from core.storage import atomic_write, cache_lock, digest, report_corrupt, safe_part, verified
 
 log = logging.getLogger(__name__)
@@ -42,6 +48,7 @@ class LogitsRecord:
     data: DataSpec
     attack: AttackSpec | None  # None for clean inputs
     path: Path
+    warnings: tuple[str, ...] = ()  # what AutoAttack warned about at this eps (always empty for PGD and clean)
 
     @property
     def eps(self) -> float:
@@ -59,6 +66,12 @@ def _load_checked(path: Path, model_key: str, data: DataSpec, attack: AttackSpec
 
     Raises ValueError (or the reader's own error) on the first problem.
     """
+    return _load_entry(path, model_key, data, attack)[0]
+
+
+def _load_entry(path: Path, model_key: str, data: DataSpec,
+                attack: AttackSpec | None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of the entry, after every check of `_load_checked`."""
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
         names = set(f.keys())
@@ -79,7 +92,10 @@ def _load_checked(path: Path, model_key: str, data: DataSpec, attack: AttackSpec
     if meta.get("model") != model_key or json.loads(meta.get("data", "null")) != data.to_dict() \
             or stored_attack != wanted_attack:
         raise ValueError("it holds the logits of another model, data split or attack")
-    return tensors
+    warnings = json.loads(meta.get("warnings", "[]"))
+    if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
+        raise ValueError("its AutoAttack warnings are not a list of strings")
+    return tensors, meta
 
 
 def _read(path: Path, model_key: str, data: DataSpec, attack: AttackSpec | None) -> LogitsRecord | None:
@@ -87,11 +103,12 @@ def _read(path: Path, model_key: str, data: DataSpec, attack: AttackSpec | None)
     if not path.is_file():
         return None
     try:
-        tensors = _load_checked(path, model_key, data, attack)
+        tensors, meta = _load_entry(path, model_key, data, attack)
     except (SafetensorError, OSError, KeyError, ValueError, TypeError, AttributeError, RuntimeError) as exc:
         report_corrupt(path, exc)
         return None
-    return LogitsRecord(tensors["logits"], tensors["labels"], model_key, data, attack, path)
+    warnings = tuple(json.loads(meta.get("warnings", "[]")))
+    return LogitsRecord(tensors["logits"], tensors["labels"], model_key, data, attack, path, warnings)
 
 
 def entry_ok(model_key: str, data: DataSpec, attack: AttackSpec | None) -> bool:
@@ -100,11 +117,15 @@ def entry_ok(model_key: str, data: DataSpec, attack: AttackSpec | None) -> bool:
 
 
 def _write(path: Path, rec_logits: torch.Tensor, labels: torch.Tensor, model_key: str, data: DataSpec,
-           attack: AttackSpec | None) -> None:
-    """Write one entry atomically, with its specs and the checksum of its tensors in the metadata."""
+           attack: AttackSpec | None, extra: dict[str, list[str]] | None = None) -> None:
+    """Write one entry atomically, with its specs and the checksum of its tensors in the metadata.
+
+    `extra` (AutoAttack entries only: "attacks" run and "warnings") is stored as JSON beside them.
+    """
     tensors = {"logits": rec_logits.detach().cpu().contiguous(), "labels": labels.detach().cpu().contiguous()}
     meta = {"format": FORMAT, "model": model_key, "data": json.dumps(data.to_dict()),
             "attack": json.dumps(None if attack is None else attack.to_dict()), "sha256": digest(tensors)}
+    meta.update({k: json.dumps(list(v)) for k, v in (extra or {}).items()})
     atomic_write(path, save(tensors, metadata=meta))
 
 
@@ -153,17 +174,37 @@ def get_grid(model: ModelSource, model_key: str, data: DataSpec, attack: AttackS
             return out
         net = model if isinstance(model, nn.Module) else model()
         x, y = load_dataset(data.name, data_dir).split(data)
-        training = net.training
-        net.eval()
-        try:
-            computed = attack_grid(net, x.to(device), y.to(device), attack, missing,
-                                   batch_size=eval_batch_size(x.shape[1:], device), on_batch=on_batch)
-        finally:
-            net.train(training)
+        known = {e: r.logits for e, r in out.items() if r is not None}
+        computed, attacks = _compute(net, x, y, attack, missing, known, device, on_batch, cancel)
         for e in missing:
-            _write(paths[e], computed[e], y.cpu(), model_key, data, specs[e])
-            out[e] = LogitsRecord(computed[e], y.cpu(), model_key, data, specs[e], paths[e])
+            logits, warnings = computed[e]
+            extra = {"attacks": attacks, "warnings": warnings} if specs[e] is not None and attack.reliable else None
+            _write(paths[e], logits, y.cpu(), model_key, data, specs[e], extra)
+            out[e] = LogitsRecord(logits, y.cpu(), model_key, data, specs[e], paths[e], tuple(warnings))
     return out
+
+
+def _compute(net: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: AttackSpec, eps: list[float],
+             known: dict[float, torch.Tensor], device: str | torch.device,
+             on_batch: Callable[[int, int], None] | None,
+             cancel: Callable[[], bool] | None) -> tuple[dict[float, tuple[torch.Tensor, list[str]]], tuple[str, ...]]:
+    """({eps: (logits (N, K), AutoAttack's warnings)}, the AutoAttack attacks run) of the missing entries,
+    by the attack's method, with the model in eval mode (restored after).
+
+    PGD attacks each eps on its own; AutoAttack runs the epsilons in order on the survivors, continuing
+    from the entries already cached (`known`).
+    """
+    training = net.training
+    net.eval()
+    batch = eval_batch_size(x.shape[1:], device)
+    try:
+        if attack.reliable:
+            grid = reliable_grid(net, x, y, attack, eps, batch, device, on_batch, cancel, known)
+            return {e: (grid[e], grid.warnings[e]) for e in eps}, grid.attacks
+        grid = attack_grid(net, x.to(device), y.to(device), attack, eps, batch_size=batch, on_batch=on_batch)
+        return {e: (grid[e], []) for e in eps}, ()
+    finally:
+        net.train(training)
 
 
 def get_or_compute(model: ModelSource, model_key: str, data: DataSpec, attack: AttackSpec | None = None,
@@ -174,11 +215,16 @@ def get_or_compute(model: ModelSource, model_key: str, data: DataSpec, attack: A
 
 
 def put(model_key: str, data: DataSpec, attack: AttackSpec | None, logits: torch.Tensor,
-        labels: torch.Tensor) -> LogitsRecord:
-    """Store logits (N, K) and labels (N,) computed elsewhere (e.g. chunk by chunk) as one cache entry."""
+        labels: torch.Tensor, warnings: Sequence[str] = (), attacks: Sequence[str] = ()) -> LogitsRecord:
+    """Store logits (N, K) and labels (N,) computed elsewhere (e.g. chunk by chunk) as one cache entry.
+
+    An AutoAttack entry also takes the attacks run and AutoAttack's warnings (`ReliableGrid.attacks`,
+    `.warnings[eps]`).
+    """
     path = entry_path(model_key, data, attack)
-    _write(path, logits, labels, model_key, data, attack)
-    return LogitsRecord(logits, labels, model_key, data, attack, path)
+    extra = {"attacks": attacks, "warnings": warnings} if attack and attack.eps and attack.reliable else None
+    _write(path, logits, labels, model_key, data, attack, extra)
+    return LogitsRecord(logits, labels, model_key, data, attack, path, tuple(warnings))
 
 
 def read(model_key: str, data: DataSpec, attack: AttackSpec | None) -> LogitsRecord | None:

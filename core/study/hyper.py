@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from core.config import NORMS, AttackSpec, DataSpec
+from core.config import AA_ITERATIONS, NORMS, AttackSpec, DataSpec
 from core.engine.data import dataset_scheme, load_dataset
 from core.errors import LogitscopeError
 
@@ -106,6 +106,23 @@ def eps_grid(dataset: str, norm: str = "linf", data_dir: str | None = None) -> t
 def eval_attack(dataset: str, norm: str = "linf", steps: int | None = None, seed: int = 0) -> AttackSpec:
     """The evaluation attack; its eps is a placeholder set per grid point."""
     return AttackSpec(norm=norm, eps=0.0, steps=hyper(dataset).eval_steps if steps is None else steps, seed=seed)
+
+
+RELIABLE_VERSIONS = {"fast": "autoattack-fast", "standard": "autoattack-standard"}
+
+
+def reliable_attack(dataset: str, norm: str = "linf", version: str = "fast", seed: int = 0) -> AttackSpec:
+    """The attack robust accuracy comes from: AutoAttack (core.engine.reliable); its eps is a placeholder.
+
+    "fast" runs APGD-CE then APGD-T (the two attacks that decide almost every point of AutoAttack's
+    standard version at a fraction of its cost); "standard" adds FAB-T and the gradient-free Square
+    (5000 queries), for a final number or a model suspected of masking its gradients. `dataset` is
+    checked against the study's defaults; AutoAttack itself needs no per-dataset setting.
+    """
+    hyper(dataset)
+    if version not in RELIABLE_VERSIONS:
+        raise LogitscopeError(f"Unknown AutoAttack version {version!r}: use one of {', '.join(RELIABLE_VERSIONS)}.")
+    return AttackSpec(norm=norm, eps=0.0, steps=AA_ITERATIONS, seed=seed, method=RELIABLE_VERSIONS[version])
 
 
 def eval_data(dataset: str) -> DataSpec:
