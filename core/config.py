@@ -243,6 +243,9 @@ class TrainSpec(_Spec):
             raise LogitscopeError(f"Unknown training method {self.method!r}: use one of {', '.join(TRAIN_METHODS)}.")
         if self.method in ("pgd", "fgsm", "trades") and self.attack is None:
             raise LogitscopeError(f"Training method {self.method!r} needs an attack specification.")
+        if self.attack is not None and self.attack.reliable:
+            raise LogitscopeError(f"Training uses PGD; {self.attack.method} is an evaluation attack. Train with "
+                                  "method 'pgd' in the attack specification.")
         if self.method == "distill" and self.distill is None:
             raise LogitscopeError("Training method 'distill' needs a distillation specification.")
         if not 1 <= self.epochs <= 10_000:

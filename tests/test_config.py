@@ -199,3 +199,11 @@ def test_valid_eps_accepted(eps, norm):
 def test_specs_are_frozen():
     with pytest.raises(Exception):
         ATK.eps = 0.5  # type: ignore[misc]
+
+
+def test_training_refuses_an_evaluation_only_attack():
+    from core.config import AttackSpec, TrainSpec
+    from core.errors import LogitscopeError
+
+    with pytest.raises(LogitscopeError, match="evaluation attack"):
+        TrainSpec(method="pgd", attack=AttackSpec(eps=0.1, steps=100, method="autoattack-fast"))

@@ -3,9 +3,11 @@
 - `registry` (datasets and their plugins' registry), `data` (the one place that lists the dataset
   plugins: `data_digits`, `data_torchvision`, `data_own`; import datasets from here);
 - `models` (architectures, self-describing checkpoints), `zoo` (the RobustBench adapter);
-- `attacks` (the one PGD loop), `train` (the one training loop), `distill` (teacher-logit
-  manipulations);
-- `logits` (the disk cache of logits), `analysis` (numpy statistics, intervals, tests).
+- `attacks` (the one PGD loop), `reliable` (AutoAttack through pyautoattack, survivors only),
+  `train` (the one training loop), `distill` (teacher-logit manipulations);
+- `logits` (the disk cache of logits, PGD and AutoAttack entries alike), `analysis` (numpy
+  statistics of logits), `stats` (bootstrap intervals, paired comparisons, verdicts), `masking` (the
+  gradient-masking check).
 
 May import: `core.config`, `core.storage`, `core.errors`, and other engine modules. Never the
 study, the app, the command line or Streamlit.

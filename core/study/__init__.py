@@ -2,6 +2,8 @@
 
 - `hyper` (per-dataset defaults with a reason for each value, the evaluation split and attack);
 - `recipes` (recipes of the default study and the zoo, training a recipe once: `ensure_model`);
+- `evidence` (the attacks behind every stated number: AutoAttack at the findings' epsilon, the
+  masking check's entries), `findings` (the five findings' verdicts with effects and intervals);
 - `report` (`python -m core reproduce`: the table and the findings);
 - `precompute` (resumable evaluation of many models, for bundles and big runs).
 
