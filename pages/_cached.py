@@ -16,7 +16,8 @@ from core.app import embedding as emb
 from core.app import jobs, lab, overview, prepare, samples, toy, views
 from core.config import cache_dir, stable_key
 from core.errors import LogitscopeError
-from core.study.recipes import Recipe, load_model
+from core.study import evidence
+from core.study.recipes import Recipe, is_trained, load_model
 from pages import _waiting as waiting
 from pages._context import Ctx
 
@@ -95,16 +96,51 @@ def images(dataset: str, indices: tuple[int, ...], data_dir: str | None = None):
     return samples.images(views.Selection(dataset).data(), indices, data_dir)
 
 
-def model_table(ctx: Ctx) -> pd.DataFrame:
+def _evidence_state(ctx: Ctx, recipes: Sequence[Recipe]) -> str:
+    """What the evidence of these recipes reads: their keys, how far each is computed, the plan, the cache."""
+    sel, ev = ctx.sel, ctx.sel.evidence()
+    data = sel.data()
+    state = [(r.key, is_trained(r), overview.finding_ready(r, data, ev), evidence.is_complete(r, data, ev))
+             for r in recipes]
+    return stable_key({"ident": waiting.ident(sel), "plan": prepare.evidence_key(ev), "state": state})
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _model_evidence(key: str, _recipes: dict, _sel: views.Selection) -> dict[str, views.ModelEvidence]:
+    return views.model_evidence(_recipes, _sel.data(), _sel.evidence(), _sel.data_dir)
+
+
+def model_evidence(ctx: Ctx, names: Sequence[str] | None = None) -> dict[str, views.ModelEvidence]:
+    """Robust accuracy (AutoAttack) and the gradient check of the named models (default: the catalog's).
+
+    Cached by how far each model's evidence is computed: an entry, once written, never changes.
+    """
+    recipes = dict(ctx.catalog) if names is None else ctx.recipes(names)
+    return _model_evidence(_evidence_state(ctx, list(recipes.values())), recipes, ctx.sel)
+
+
+def model_table(ctx: Ctx, found: dict[str, views.ModelEvidence]) -> pd.DataFrame:
     """Not cached: a model's status changes while the app runs, and reading it takes milliseconds."""
     sel = ctx.sel
-    return overview.model_table(ctx.catalog, sel.data(), sel.attack(), sel.grid(), ctx.eps, ctx.lab_names)
+    return overview.model_table(ctx.catalog, sel.data(), sel.attack(), sel.grid(), ctx.eps, sel.evidence(), found,
+                                ctx.lab_names)
 
 
-def findings(ctx: Ctx) -> list[str]:
-    """Not cached, for the same reason as model_table."""
-    sel = ctx.sel
-    return overview.findings(ctx.catalog, sel.data(), sel.attack(), sel.grid(), ctx.eps)
+def seed_recipes(ctx: Ctx) -> list[list[Recipe]]:
+    """The findings' models of seeds 0..N-1 (N: the sidebar's "Seeds for the findings")."""
+    return overview.seed_recipes(ctx.sel.dataset, ctx.seeds, ctx.catalog)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _findings(key: str, _per_seed: list, _sel: views.Selection) -> overview.FindingsView:
+    return overview.findings_view(_per_seed, _sel.data(), _sel.evidence())
+
+
+def findings(ctx: Ctx) -> overview.FindingsView:
+    """The findings' verdicts, cached by how far their models are evaluated (the bootstraps take a moment)."""
+    per_seed = seed_recipes(ctx)
+    key = _evidence_state(ctx, [r for recipes in per_seed for r in recipes])
+    return _findings(key, per_seed, ctx.sel)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

@@ -13,7 +13,7 @@ from typing import Callable, Iterator, Sequence
 
 import streamlit as st
 
-from core.app import lab, prepare, views
+from core.app import lab, overview, prepare, views
 from core.engine.data import DATASETS
 from core.errors import LogitscopeError
 from core.study.hyper import HYPER, eps_grid, hyper
@@ -23,7 +23,7 @@ from pages import _internals as internals
 from pages import _state as state
 from pages import _waiting as waiting
 
-SIDEBAR_PARAMS = ("ds", "m", "norm", "steps", "eps", "dd")
+SIDEBAR_PARAMS = ("ds", "m", "norm", "steps", "eps", "seeds", "dd")
 
 
 @contextmanager
@@ -45,6 +45,7 @@ class Ctx:
     catalog: dict[str, Recipe]
     lab_names: tuple[str, ...]
     demo: object | None = None  # the core.app.demo.Demo being served, or None
+    seeds: int = 1              # the findings use the default study of seeds 0..seeds-1
 
     def recipes(self, names: Sequence[str] | None = None) -> dict[str, Recipe]:
         return {n: self.catalog[n] for n in (self.sel.models if names is None else names)}
@@ -114,9 +115,15 @@ def sidebar(page_params: Sequence[str] = ()) -> Ctx:
                                format_func=lambda e: f"{e:g}",
                                help="Attack budget in pixel units (0 = clean images). Every page reads "
                                     "its logits from the cache at this epsilon.")
+        most = 1 if demo else overview.SEEDS_MAX  # a bundle holds one seed
+        seeds = st.number_input("Seeds for the findings", 1, overview.SEEDS_MAX, step=1, disabled=demo is not None,
+                                **state.bind("seeds", 1, state.number(1, most, integer=True)),
+                                help="The overview's findings use the default study trained with seeds 0 to N-1 "
+                                     "(intervals over seeds and test images). Seeds beyond the first train when "
+                                     "you ask on the overview page; the model pickers show seed 0's models.")
         state.show_ignored(st.empty())  # the page adds its own bad settings here as it binds its widgets
         sel = views.Selection(ds, tuple(models), norm, int(steps), data_dir=data_dir)
-        ctx = Ctx(sel, float(eps), catalog, tuple(r.name for r in runs), demo)
+        ctx = Ctx(sel, float(eps), catalog, tuple(r.name for r in runs), demo, int(seeds))
         if demo is None:
             waiting.bootstrap(sel, [catalog[n] for n in sel.models])
         waiting.sidebar_jobs()

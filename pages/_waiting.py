@@ -1,4 +1,4 @@
-"""Background work: starting jobs (first-run training, missing logits, lab runs), showing their live progress.
+"""Background work: starting jobs (first-run training, missing logits, evidence, lab runs), showing their progress.
 
 Pages never train or attack in their own run. They ask `require`, which says what is missing, finds
 (or starts) the job that makes it, shows its progress with a cancel button, and stops the page;
@@ -7,11 +7,11 @@ a fragment polls the job every second and reruns the page when the job is over.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import streamlit as st
 
-from core.app import demo, jobs, lab, prepare, views
+from core.app import demo, jobs, lab, overview, prepare, views
 from core.config import cache_dir, stable_key
 from core.study.recipes import Recipe, default_recipes, is_trained
 from pages import _data as data
@@ -25,14 +25,20 @@ def ident(sel: views.Selection) -> str:
                        "cache": str(cache_dir())})
 
 
-def start_prepare(sel: views.Selection, recipes: Sequence[Recipe], label: str, restart: bool = True) -> jobs.Job:
-    """Submit the job that trains and evaluates `recipes` under the selection's attack."""
+def start_prepare(sel: views.Selection, recipes: Sequence[Recipe], label: str, restart: bool = True,
+                  evidence: bool = False, checked: Sequence[Recipe] | None = None) -> jobs.Job:
+    """Submit the job that trains and evaluates `recipes` under the selection's attack; with `evidence`, then
+    the evidence plan (AutoAttack at the findings' eps, the masking check) of `checked` (default: `recipes`)."""
     data, attack, grid = sel.data(), sel.attack(), sel.grid()
-    key = prepare.job_key(recipes, data, attack, grid)
-    meta = {"kind": "prepare", "ident": ident(sel), "covers": frozenset(r.key for r in recipes)}
+    ev = sel.evidence() if evidence else None
+    checked = list(recipes if checked is None else checked) if evidence else []
+    key = prepare.job_key(recipes, data, attack, grid, ev, checked if evidence else None)
+    meta = {"kind": "prepare", "ident": ident(sel), "covers": frozenset(r.key for r in recipes),
+            "evidence": prepare.evidence_key(ev) if ev is not None else None,
+            "checks": frozenset(r.key for r in checked)}
     return jobs.submit(key, lambda ctx: prepare.prepare(ctx, list(recipes), data, attack, grid,
-                                                       data_dir=sel.data_dir), label,
-                       restart=restart, meta=meta)
+                                                       data_dir=sel.data_dir, ev=ev, checked=checked),
+                       label, restart=restart, meta=meta)
 
 
 def _covering(sel: views.Selection, keys: set[str], active_only: bool) -> jobs.Job | None:
@@ -40,8 +46,16 @@ def _covering(sel: views.Selection, keys: set[str], active_only: bool) -> jobs.J
                      active_only=active_only)
 
 
+def evidence_job(sel: views.Selection, recipes: Sequence[Recipe], active_only: bool = True) -> jobs.Job | None:
+    """The job computing the evidence plan of these recipes, if any (queued or running, unless active_only)."""
+    key, keys = prepare.evidence_key(sel.evidence()), {r.key for r in recipes}
+    return jobs.find(lambda j: j.meta.get("ident") == ident(sel) and j.meta.get("evidence") == key
+                     and keys <= j.meta.get("checks", set()), active_only=active_only)
+
+
 def bootstrap(sel: views.Selection, chosen: Sequence[Recipe]) -> None:
-    """On a fresh cache, train the default models (the chosen ones first), once per process.
+    """On a fresh cache, train the default models (the chosen ones first) and evaluate them: their PGD grids,
+    then their evidence (the findings' models first), once per process.
 
     A cancelled first-run job is not restarted by itself: the pages then offer to try again.
     """
@@ -51,7 +65,9 @@ def bootstrap(sel: views.Selection, chosen: Sequence[Recipe]) -> None:
     if _covering(sel, {r.key for r in defaults}, active_only=False) is not None:
         return
     ordered = list({r.key: r for r in [*chosen, *defaults]}.values())
-    start_prepare(sel, ordered, f"Preparing the default {sel.dataset} models", restart=False)
+    checked = sorted(ordered, key=lambda r: r.name not in overview.FINDING_MODELS)
+    start_prepare(sel, ordered, f"Preparing the default {sel.dataset} models", restart=False, evidence=True,
+                  checked=checked)
 
 
 def _job_line(s: jobs.JobState) -> str:
@@ -62,12 +78,12 @@ def _job_line(s: jobs.JobState) -> str:
 
 
 @st.fragment(run_every=1.0)
-def _live(job_key: str) -> None:
+def _live(job_key: str, ready: Callable[[], bool] | None = None) -> None:
     job = jobs.get(job_key)
     if job is None:
         return
     s = job.snapshot()
-    if not s.active:
+    if not s.active or (ready is not None and ready()):
         st.rerun()  # the whole page: its data are ready now (or the job failed, and the page says so)
     st.progress(s.fraction, text=s.label)
     st.caption(_job_line(s))
@@ -97,11 +113,15 @@ def sidebar_jobs() -> None:
         _live_sidebar(tuple(j.key for j in running))
 
 
-def show_job(job: jobs.Job) -> str:
-    """Show a job's progress (live, with cancel) or its outcome; returns its status."""
+def show_job(job: jobs.Job, ready: Callable[[], bool] | None = None) -> str:
+    """Show a job's progress (live, with cancel) or its outcome; returns its status.
+
+    `ready`: what the page waits for is there (checked every second): the page reruns then, even while the
+    job goes on with other work (the first-run job's AutoAttack, after the PGD grids a page needs).
+    """
     s = job.snapshot()
     if s.active:
-        _live(job.key)
+        _live(job.key, ready)
     elif s.status == jobs.FAILED:
         st.error(s.error or "The job failed.", icon=":material/error:")
     elif s.status == jobs.CANCELLED:
@@ -137,7 +157,8 @@ def require(sel: views.Selection, recipes: Sequence[Recipe]) -> None:
                 start_prepare(sel, recipes, label)
                 st.rerun()
             st.stop()
-    if show_job(job) in (jobs.FAILED, jobs.CANCELLED):
+    data, attack, grid = sel.data(), sel.attack(), sel.grid()
+    if show_job(job, lambda: not prepare.missing(recipes, data, attack, grid)) in (jobs.FAILED, jobs.CANCELLED):
         if st.button("Try again", icon=":material/replay:", key="retry.prepare"):
             start_prepare(sel, recipes, label)
             st.rerun()

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from core.app import charts
-from core.app.views import QUANTITY_LABELS, SPLITS
+from core.app.views import GRADIENTS_FLAGGED, GRADIENTS_OK, NORM_LABELS, QUANTITY_LABELS, SPLITS
 from pages import _cached as cached
 from pages import _context as ui
 from pages import _state as state
@@ -18,6 +18,26 @@ with ui.guard():
     ui.require(ctx)
     key, bundle, table = cached.logit_set(ctx)
     models = list(ctx.sel.models)
+    sel, ev, found = ctx.sel, ctx.sel.evidence(), cached.model_evidence(ctx, models)
+
+    with st.container(horizontal=True):
+        for n in models:
+            e = found[n]
+            reasons = " ".join(e.report.reasons) if e.report is not None and e.report.flagged else None
+            st.badge(f"{n}: " + ("gradients ok" if e.gradients == GRADIENTS_OK else e.gradients),
+                     color={GRADIENTS_OK: "green", GRADIENTS_FLAGGED: "orange"}.get(e.gradients, "gray"),
+                     icon=":material/warning:" if e.gradients == GRADIENTS_FLAGGED else None,
+                     help=reasons or ("The gradient-masking check: its attacks are not computed yet (the overview "
+                                      "computes them)." if e.report is None else
+                                      "The gradient-masking check found nothing: PGD, AutoAttack, margin-loss and "
+                                      "unbounded PGD agree."))
+    known = [f"{n} {found[n].reliable:.3f}" for n in models if found[n].reliable is not None]
+    unknown = [n for n in models if found[n].reliable is None]
+    reliable = (f" Robust accuracy under {ev.describe()}: {', '.join(known)}." if known else "")
+    if unknown:
+        reliable += f" AutoAttack is not computed yet for {', '.join(unknown)} (the overview page computes it)."
+    st.caption(f"Distributions and accuracies on this page are under {NORM_LABELS[sel.norm]} PGD-{sel.steps} "
+               f"(fast; its accuracies are an upper bound on robust accuracy).{reliable}")
 
     c1, c2 = st.columns([2, 3])
     quantity = c1.selectbox("Quantity", list(QUANTITY_LABELS), format_func=QUANTITY_LABELS.get,

@@ -2,8 +2,9 @@
 
 import streamlit as st
 
-from core.app import jobs
+from core.app import jobs, overview, prepare
 from core.app.demo import DISABLED, LAB_MAX_EPOCHS
+from core.app.views import NORM_LABELS
 from core.config import cache_dir
 from core.study.recipes import is_trained
 from pages import _cached as cached
@@ -36,12 +37,35 @@ if ctx.demo is not None:
             f"{'; '.join(DISABLED)}. {lab_note} Run the app locally for everything else.", icon=":material/public:")
 
 with ui.guard():
-    found = cached.findings(ctx)
-    if found:
-        with st.container(border=True):
-            st.markdown(f"**In this cache** ({sel.dataset}, {sel.norm} PGD-{sel.steps}, epsilon {ctx.eps:g}):")
-            for line in found:
-                st.markdown(line)
+    ev = sel.evidence()
+    demo = ctx.demo is not None
+    found = cached.model_evidence(ctx)
+    view = cached.findings(ctx)
+    with st.container(border=True):
+        st.markdown(f"**The findings in this cache** ({sel.dataset}, the default study, {ctx.seeds} "
+                    f"seed{'' if ctx.seeds == 1 else 's'} asked; robust accuracy under {view.attack}). A finding "
+                    "**holds** when the 95% interval of its effect lies on the claimed side, is **reversed** when it "
+                    "lies on the other side, and is **not resolved** when it straddles no effect: more seeds narrow "
+                    "it. *What the verdicts mean* in the README says more.")
+        for line in view.lines:
+            st.markdown(line)
+        for line in view.waiting:
+            st.caption(line)
+        if view.missing_seeds and not demo:
+            more = [r for s, recipes in enumerate(cached.seed_recipes(ctx)) if s in view.missing_seeds
+                    for r in recipes]
+            n = len(view.missing_seeds)
+            running = waiting.evidence_job(sel, more)
+            if running is not None:
+                st.caption("Those seeds are being trained and evaluated in the background: progress below.")
+            elif st.button(f"Train {n} more seed{'' if n == 1 else 's'} for the findings", key="train_seeds",
+                           icon=":material/model_training:",
+                           help=f"Trains the findings' {len(overview.FINDING_MODELS)} models for each seed, then "
+                                "evaluates them (PGD grid, AutoAttack, masking check) in the background."):
+                job = waiting.start_prepare(sel, more, f"Training {n} more seed{'' if n == 1 else 's'} for the "
+                                            "findings", evidence=True)
+                st.session_state[STARTED] = job.key
+                st.rerun()
 
     st.subheader("Models")
     for job in jobs.active():  # the first-run training, or whatever another page started
@@ -49,24 +73,57 @@ with ui.guard():
     started = jobs.get(st.session_state.get(STARTED, ""))
     if started is not None and not started.snapshot().active:  # failed or cancelled: say so here
         waiting.show_job(started)
-    table = cached.model_table(ctx)
-    robust = f"robust accuracy @ eps {ctx.eps:g}"
+    table = cached.model_table(ctx, found)
+    robust, pgd = overview.reliable_column(ev), overview.pgd_column(sel.attack(), ctx.eps)
     st.dataframe(
         table, hide_index=True, width="stretch",
-        column_order=["model", "role", "method", "teacher", "manipulation", "clean accuracy", robust, "source",
-                      "status", "mean max logit"],
+        column_order=["model", "role", "method", "teacher", "manipulation", "clean accuracy", robust, pgd,
+                      "gradients", "source", "status", "mean max logit"],
         column_config={
             "clean accuracy": st.column_config.ProgressColumn(format="%.3f", min_value=0, max_value=1),
-            robust: st.column_config.ProgressColumn(format="%.3f", min_value=0, max_value=1),
+            robust: st.column_config.ProgressColumn(
+                format="%.3f", min_value=0, max_value=1,
+                help=f"Accuracy under {ev.describe()}: the reliable attack, the robust accuracy the findings use. "
+                     "Blank while it is not computed (the status column says so)."),
+            pgd: st.column_config.ProgressColumn(
+                format="%.3f", min_value=0, max_value=1,
+                help="Accuracy under the pages' PGD attack at the sidebar's epsilon: fast, but weaker than "
+                     "AutoAttack, so an upper bound on robust accuracy."),
+            "gradients": st.column_config.TextColumn(
+                help="The gradient-masking check: ok, masking suspected (the reasons are listed below the "
+                     "table), or not checked yet (its attacks are not computed)."),
             "mean max logit": st.column_config.NumberColumn(format="%.2f"),
         })
-    st.caption(f"Accuracies on the {sel.dataset} test split; robust accuracy under {sel.norm} PGD-{sel.steps} at the "
-               "sidebar's epsilon. Change them in the sidebar.")
+    st.caption(f"Accuracies on the {sel.dataset} test split. Robust accuracy comes from {ev.describe()}, the "
+               f"findings' epsilon. The PGD column is {NORM_LABELS[sel.norm]} PGD-{sel.steps} at the sidebar's "
+               f"epsilon ({ctx.eps:g}): fast, what the other pages scrub, and an upper bound on robust accuracy (a "
+               "stronger attack can only find more). Change them in the sidebar.")
+    flagged = {n: e.report for n, e in found.items() if e.report is not None and e.report.flagged}
+    if flagged:
+        with st.expander(f"Gradient masking suspected: {', '.join(flagged)}", expanded=True,
+                         icon=":material/warning:"):
+            st.markdown("A model that masks its gradients looks robust to gradient attacks without being robust: "
+                        "its PGD numbers (and perhaps AutoAttack's) overstate it.")
+            for n, report in flagged.items():
+                st.markdown(f"**{n}**\n\n" + "\n".join(f"- {reason}" for reason in report.reasons))
+
+    data, attack, grid = sel.data(), sel.attack(), sel.grid()
+    unchecked = [n.recipe for n in prepare.evidence_missing(list(ctx.catalog.values()), data, ev)]
+    unchecked.sort(key=lambda r: r.name not in overview.FINDING_MODELS)  # the findings' models first
+    running = waiting.evidence_job(sel, unchecked) if unchecked else None
+    if unchecked:
+        where = ("this demo's bundle does not hold them" if demo else
+                 "they are being computed in the background (progress above)" if running is not None else
+                 "press *Compute AutoAttack and the masking check* below")
+        st.info(f"**Evidence missing** for {len(unchecked)} model{'' if len(unchecked) == 1 else 's'} "
+                f"({', '.join(f'`{r.name}`' for r in unchecked)}): AutoAttack at eps {ev.eps:g} and the "
+                f"gradient-masking check are not computed, so their robust accuracy and gradients cells are empty or "
+                f"'not checked yet'. AutoAttack takes about 15 s per digits model on a CPU, so it runs in the "
+                f"background after the PGD logits the other pages read; {where}.", icon=":material/pending:")
 
     untrained = [r for r in ctx.catalog.values() if not is_trained(r)]
-    not_ready = [n for n, s in zip(table["model"], table["status"]) if s != "ready"]
-    c1, c2 = st.columns(2)
-    demo = ctx.demo is not None
+    not_ready = [n.recipe for n in prepare.missing(list(ctx.catalog.values()), data, attack, grid)]
+    c1, c2, c3 = st.columns(3)
     if c1.button(f"Train missing models ({len(untrained)})", disabled=demo or not untrained,
                  icon=":material/model_training:", key="train_missing",
                  help="Trains every model above that is not trained yet, in the background."):
@@ -76,7 +133,15 @@ with ui.guard():
     if c2.button(f"Compute missing logits ({len(not_ready)})", disabled=demo or not not_ready, icon=":material/bolt:",
                  key="compute_missing",
                  help="Trains what is missing and attacks every model under the sidebar's attack settings."):
-        job = waiting.start_prepare(sel, [ctx.catalog[n] for n in not_ready], f"Preparing {len(not_ready)} models")
+        job = waiting.start_prepare(sel, not_ready, f"Preparing {len(not_ready)} models")
+        st.session_state[STARTED] = job.key
+        st.rerun()
+    if c3.button(f"Compute AutoAttack and the masking check ({len(unchecked)})", key="compute_evidence",
+                 disabled=demo or not unchecked or running is not None, icon=":material/verified:",
+                 help=f"Runs {ev.describe()} and the gradient-masking check's attacks on every model above that "
+                      "lacks them, in the background (training and PGD first where missing)."):
+        job = waiting.start_prepare(sel, unchecked, f"AutoAttack and the masking check of {len(unchecked)} models",
+                                    evidence=True)
         st.session_state[STARTED] = job.key
         st.rerun()
 

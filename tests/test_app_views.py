@@ -11,6 +11,7 @@ import pytest
 from core.app import embedding, overview, prepare, samples, views
 from core.engine import analysis
 from core.errors import LogitscopeError
+from core.study.findings import Finding
 from core.study.hyper import eval_attack, hyper
 from core.study.recipes import default_recipes, load_model
 
@@ -111,6 +112,59 @@ def test_missing_lists_what_to_train_on_an_empty_cache():
     assert "training standard" in needs[0].describe()
 
 
+def test_evidence_missing_is_apart_from_the_pgd_grid_and_says_what_to_do():
+    sel = views.Selection()
+    recipes = default_recipes("digits")[:2]
+    needs = prepare.evidence_missing(recipes, sel.data(), sel.evidence())
+    assert [(n.recipe.name, n.what) for n in needs] == [("standard", "train"), ("pgd-at", "train")]
+    assert "AutoAttack" in prepare.Need(recipes[1], "evidence").describe()
+    # a job with the evidence plan is another job than the PGD grid's, and its key names the plan
+    plain = prepare.job_key(recipes, sel.data(), sel.attack(), sel.grid())
+    with_ev = prepare.job_key(recipes, sel.data(), sel.attack(), sel.grid(), sel.evidence())
+    assert plain != with_ev
+    assert prepare.evidence_key(sel.evidence()) != prepare.evidence_key(views.Selection(steps=10).evidence())
+    stages = prepare._stages(recipes[1], sel.evidence())  # evidence.ensure's labels -> what the job shows
+    assert len(stages) == len(sel.evidence().entries())
+    texts = [t for t, _, _ in stages.values()]
+    assert any("AutoAttack (APGD-CE + APGD-T" in t and t.endswith("on pgd-at at eps 0.1") for t in texts), texts
+    assert sum(share for _, _, share in stages.values()) == pytest.approx(1.0)
+
+
+def _finding(fid: str, verdict: str, effect: float, lo: float, hi: float, **kw) -> Finding:
+    return Finding(fid, f"claim {fid}", verdict, effect, (lo, hi), kw.pop("n_seeds", 1), kw.pop("attack", "x"), **kw)
+
+
+def test_a_finding_reads_with_its_verdict_effect_interval_seeds_and_attack():
+    ev = views.Selection().evidence()
+    line = overview.finding_line(_finding("3b-order", "not resolved with 1 seed", 0.028, -0.008, 0.064), ev)
+    assert line.startswith("**3b-order \u2014 not resolved with 1 seed:** student of PGD-AT minus the shuffled-order "
+                           "student, robust accuracy under Linf AutoAttack (APGD-CE + APGD-T")
+    assert "at eps 0.1: **+0.028** [-0.008, +0.064] (95% interval over 1 seed" in line and "*claim 3b-order*" in line
+    two = overview.finding_line(_finding("2", "holds", 0.66, 0.59, 0.71, null=0.9, n_seeds=1), ev)
+    assert "on clean test images (no attack" in two and "**0.660** [0.590, 0.710], against the threshold 0.9" in two
+    assert "AutoAttack" not in two
+    details = {"max_logit": {"estimate": -6.1, "interval": [-6.3, -5.9]},
+               "logit_gap": {"estimate": -5.3, "interval": [-5.5, -5.0]}}
+    one = overview.finding_line(_finding("1", "reversed", -6.1, -6.3, -5.9, n_seeds=3, details=details,
+                                         note="the logit gap: reversed"), ev)
+    assert one.startswith("**1 \u2014 reversed:**") and "mean max logit **-6.10** [-6.30, -5.90]" in one
+    assert "mean logit gap **-5.30** [-5.50, -5.00]" in one and "over 3 seeds" in one
+    assert "the logit gap: reversed" in one
+
+
+def test_findings_on_an_empty_cache_say_what_each_waits_for():
+    sel = views.Selection()
+    per_seed = overview.seed_recipes("digits", 3)
+    assert [len(r) for r in per_seed] == [6, 6, 6] and per_seed[1][0].spec.train.seed == 1
+    assert {r.name for r in per_seed[0]} == set(overview.FINDING_MODELS)
+    view = overview.findings_view(per_seed, sel.data(), sel.evidence())
+    assert view.lines == () and view.missing_seeds == (1, 2) and view.seeds_asked == 3
+    text = "\n".join(view.waiting)
+    assert "**1 and 2** are not stated yet: they wait for AutoAttack at eps 0.1 on `pgd-at`, `standard`" in text
+    assert "not trained yet" in text and "`student:standard:none`" in text
+    assert "Seeds 1, 2 of the 3 asked are not trained and evaluated yet" in text
+
+
 def test_study_views_read_the_cache_fast(study_cache):
     sel = views.Selection()
     recipes = {r.name: r for r in default_recipes("digits")}
@@ -123,12 +177,13 @@ def test_study_views_read_the_cache_fast(study_cache):
         views.distribution(bundle, table, eps, "max_logit", "correct")
     per_call = (time.perf_counter() - start) / len(sel.grid())
     assert per_call < 0.1, f"an epsilon change takes {per_call * 1000:.0f} ms"
-    table_ = overview.model_table(recipes, sel.data(), sel.attack(), sel.grid(), 0.1)
-    assert (table_["status"] == "ready").all()
-    assert table_.set_index("model").loc["pgd-at", "robust accuracy @ eps 0.1"] > \
-        table_.set_index("model").loc["standard", "robust accuracy @ eps 0.1"]
-    lines = overview.findings(recipes, sel.data(), sel.attack(), sel.grid(), 0.1)
-    assert len(lines) == 3 and lines[0].startswith("**1. AT shrinks logits.**")
+    ev = sel.evidence()
+    found = views.model_evidence(recipes, sel.data(), ev)
+    table_ = overview.model_table(recipes, sel.data(), sel.attack(), sel.grid(), 0.1, ev, found)
+    pgd = overview.pgd_column(sel.attack(), 0.1)
+    assert pgd == "PGD-20 @ eps 0.1 (upper bound)" and overview.reliable_column(ev) in table_.columns
+    assert table_["status"].str.match(r"^(ready|PGD ready; .*not computed yet)$").all(), table_["status"]
+    assert table_.set_index("model").loc["pgd-at", pgd] > table_.set_index("model").loc["standard", pgd]
     assert set(overview.cache_summary()["part"]) >= {"models", "logits"}
 
 

@@ -1,44 +1,81 @@
-"""What the overview page shows: the models and their state, the cache, and the findings in numbers."""
+"""What the overview page shows: the models and their state, the cache, and the findings with their verdicts.
+
+Robust accuracy is the reliable attack's (AutoAttack at the findings' eps, `core.study.evidence`); the
+PGD grid's accuracy at the sidebar's eps is shown beside it, labelled as PGD and an upper bound. The
+findings are read from the cache for the default study of seeds 0..N-1 (`seed_recipes`); a finding
+whose models are not evaluated yet is not stated, and `FindingsView.waiting` says what it waits for.
+"""
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from core.app.prepare import logits_cached
-from core.app.views import load_logit_set
+from core.app.views import GRADIENTS_UNKNOWN, ModelEvidence
 from core.config import AttackSpec, DataSpec, cache_dir, with_clean
 from core.engine import analysis
-from core.engine.logits import get_grid
+from core.engine.logits import entry_ok, get_grid
 from core.errors import LogitscopeError
-from core.study.recipes import Recipe, is_trained
+from core.study import evidence
+from core.study.evidence import Evidence
+from core.study.findings import AT, ROBUSTNESS, STANDARD, Finding
+from core.study.recipes import Recipe, default_recipes, is_trained
+
+NEEDS: dict[str, tuple[str, ...]] = {  # finding id -> the models it compares
+    "1": (AT, STANDARD), "2": (AT, STANDARD), **{fid: (better, worse) for fid, better, worse, *_ in ROBUSTNESS}}
+FINDING_MODELS = tuple(dict.fromkeys(n for names in NEEDS.values() for n in names))
+WHAT = {  # finding id -> the difference it measures, for a reader
+    "3a": "student of PGD-AT minus the student of the standard model",
+    "3b-confidence": "student of PGD-AT minus the global-confidence student",
+    "3b-order": "student of PGD-AT minus the shuffled-order student",
+}
+SEEDS_MAX = 5  # the sidebar's "Seeds for the findings": each seed trains six more models
 
 
 def _unavailable():
     raise LogitscopeError("not computed")
 
 
+def reliable_column(ev: Evidence) -> str:
+    return f"robust accuracy (AutoAttack @ eps {ev.eps:g})"
+
+
+def pgd_column(attack: AttackSpec, eps: float) -> str:
+    return f"PGD-{attack.steps} @ eps {eps:g} (upper bound)"
+
+
 def model_table(models: dict[str, Recipe], data: DataSpec, attack: AttackSpec, grid: Sequence[float],
-                eps: float, lab_names: Sequence[str] = ()) -> pd.DataFrame:
-    """One row per model: how it was made, its accuracies (clean and at eps), and whether it is ready."""
+                eps: float, ev: Evidence, found: Mapping[str, ModelEvidence], lab_names: Sequence[str] = ()
+                ) -> pd.DataFrame:
+    """One row per model: how it was made, its accuracies, its gradient check, and what is ready.
+
+    Robust accuracy is `found[name].reliable` (AutoAttack at the findings' eps); the PGD column is the
+    grid's accuracy at `eps`, an upper bound. `status` says in words what a blank cell waits for.
+    """
+    robust, pgd = reliable_column(ev), pgd_column(attack, eps)
     rows = []
     for name, r in models.items():
-        train = r.spec.train
+        train, e = r.spec.train, found.get(name)
         row = {"model": name, "role": r.role, "method": "RobustBench" if r.zoo else train.method,
                "teacher": r.teacher.name if r.teacher else "", "manipulation": r.manipulation or "",
-               "clean accuracy": np.nan, f"robust accuracy @ eps {eps:g}": np.nan, "mean max logit": np.nan,
+               "clean accuracy": np.nan, robust: np.nan if e is None or e.reliable is None else e.reliable,
+               pgd: np.nan, "gradients": GRADIENTS_UNKNOWN if e is None else e.gradients, "mean max logit": np.nan,
                "status": "", "source": "lab run" if name in lab_names else "default study"}
         if not logits_cached(r, data, attack, grid):
-            row["status"] = ("trained; logits for this attack not computed" if is_trained(r) else "not trained")
+            row["status"] = ("trained; PGD logits for this attack not computed" if is_trained(r) else "not trained")
         else:
             rec = get_grid(_unavailable, r.key, data, attack, with_clean([eps]))
             clean, adv = rec[0.0], rec[float(eps)]
             row["clean accuracy"] = analysis.accuracy(clean.logits, clean.labels)
-            row[f"robust accuracy @ eps {eps:g}"] = analysis.accuracy(adv.logits, adv.labels)
+            row[pgd] = analysis.accuracy(adv.logits, adv.labels)
             row["mean max logit"] = float(clean.logits.max(dim=1).values.mean())
-            row["status"] = "ready"
+            row["status"] = "ready" if e is not None and e.report is not None else "PGD ready; " + (
+                "masking check not computed yet" if e is not None and e.reliable is not None
+                else "AutoAttack and the masking check not computed yet")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -57,30 +94,97 @@ def cache_summary() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["part", "what", "files", "MB"])
 
 
-def findings(models: dict[str, Recipe], data: DataSpec, attack: AttackSpec, grid: Sequence[float],
-             eps: float) -> list[str]:
-    """The three findings with this cache's numbers; a finding whose models are not ready is left out."""
+def seed_recipes(dataset: str, seeds: int, seed0: Mapping[str, Recipe] | None = None) -> list[list[Recipe]]:
+    """The findings' models (FINDING_MODELS) of the default study trained with seeds 0..seeds-1.
+
+    Seed 0's come from `seed0` (the app's catalog) when given, so they are exactly the models it shows.
+    """
     out = []
-
-    def ready(*names: str) -> bool:
-        return all(n in models and logits_cached(models[n], data, attack, grid) for n in names)
-
-    if ready("standard", "pgd-at"):
-        b = load_logit_set({n: models[n] for n in ("standard", "pgd-at")}, data, attack, grid)
-        s, a = (analysis.per_sample(b.at(n, 0.0), b.labels) for n in ("standard", "pgd-at"))
-        out.append(f"**1. AT shrinks logits.** On clean test images the mean max logit falls from "
-                   f"{s.max_logit.mean():.2f} (standard) to {a.max_logit.mean():.2f} (PGD-AT), the mean logit gap "
-                   f"from {s.logit_gap.mean():.2f} to {a.logit_gap.mean():.2f}.")
-        corr = analysis.rank_correlation(s.confidence, a.confidence)
-        out.append(f"**2. They disagree on which samples are confident.** The rank correlation of the two models' "
-                   f"confidences is only {corr['spearman']:.2f} (Spearman), {corr['kendall']:.2f} (Kendall); "
-                   "1 would be the same ranking.")
-    names = ("student:pgd-at:none", "student:pgd-at:shuffle_nonmax", "student:standard:none")
-    if ready(*names) and eps > 0:
-        b = load_logit_set({n: models[n] for n in names}, data, attack, grid)
-        acc = {n: analysis.accuracy(b.at(n, eps), b.labels) for n in names}
-        out.append(f"**3. Students inherit some robustness from the logits.** Distilled on clean images only, the "
-                   f"student of PGD-AT keeps {acc[names[0]]:.0%} accuracy at epsilon {eps:g}, the student of the "
-                   f"standard model {acc[names[2]]:.0%}; shuffling the teacher's incorrect-class order gives "
-                   f"{acc[names[1]]:.0%}.")
+    for s in range(seeds):
+        by_name = {r.name: r for r in default_recipes(dataset, s)}
+        if s == 0 and seed0 is not None:
+            by_name.update({n: seed0[n] for n in FINDING_MODELS if n in seed0})
+        out.append([by_name[n] for n in FINDING_MODELS if n in by_name])
     return out
+
+
+def finding_ready(recipe: Recipe, data: DataSpec, ev: Evidence) -> bool:
+    """What a finding reads of a model is cached: its clean logits and the reliable attack's at the findings' eps."""
+    return entry_ok(recipe.key, data, None) and entry_ok(recipe.key, data, ev.reliable.at(ev.eps))
+
+
+def _iv(lo: float, hi: float, fmt: str) -> str:
+    return f"[{lo:{fmt}}, {hi:{fmt}}]"
+
+
+def finding_numbers(f: Finding, ev: Evidence) -> str:
+    """The finding's effect and interval in words, with the attack and epsilon that made them."""
+    clean = "on clean test images (no attack, so no epsilon)"
+    if f.id == "1" and {"max_logit", "logit_gap"} <= set(f.details):
+        parts = [f"mean {k.replace('_', ' ')} **{d['estimate']:+.2f}** {_iv(*d['interval'], '+.2f')}"
+                 for k, d in ((k, f.details[k]) for k in ("max_logit", "logit_gap"))]
+        text = f"PGD-AT minus standard {clean}: {', '.join(parts)}"
+    elif f.id == "2" and f.null:
+        text = (f"Spearman correlation of the PGD-AT and standard models' confidences {clean}: "
+                f"**{f.effect:.3f}** {_iv(*f.interval, '.3f')}, against the threshold {f.null:g}")
+    elif f.id == "2":
+        text = (f"Spearman correlation of the PGD-AT and standard confidences minus that of two standard models of "
+                f"different seeds, {clean}: **{f.effect:+.3f}** {_iv(*f.interval, '+.3f')}")
+    elif f.id in WHAT:
+        text = (f"{WHAT[f.id]}, robust accuracy under {ev.reliable.describe()} at eps {ev.eps:g}: "
+                f"**{f.effect:+.3f}** {_iv(*f.interval, '+.3f')}")
+    else:
+        text = f"{f.quantity} ({f.attack}): **{f.effect:+.3f}** {_iv(*f.interval, '+.3f')}"
+    seeds = f"{f.n_seeds} seed{'' if f.n_seeds == 1 else 's'}"
+    return f"{text} ({f.level:.0%} interval over {seeds} and the test images)"
+
+
+def finding_line(f: Finding, ev: Evidence) -> str:
+    """Markdown: the id and verdict, the numbers, then the claim."""
+    note = f" ({f.note})" if f.note else ""
+    return f"**{f.id} \u2014 {f.verdict}:** {finding_numbers(f, ev)}{note}.  \n*{f.claim}*"
+
+
+@dataclass(frozen=True)
+class FindingsView:
+    """The findings box: one markdown paragraph per stated finding, and what the others wait for."""
+
+    lines: tuple[str, ...]
+    waiting: tuple[str, ...]        # in words: what a finding not stated (or a seed left out) waits for
+    seeds_asked: int
+    missing_seeds: tuple[int, ...]  # seeds > 0 whose models are not all trained and evaluated
+    attack: str                     # the reliable attack at the findings' eps, described
+
+
+def _names(recipes: Sequence[Recipe]) -> str:
+    return ", ".join(f"`{r.name}`" for r in recipes)
+
+
+def findings_view(per_seed: Sequence[Sequence[Recipe]], data: DataSpec, ev: Evidence) -> FindingsView:
+    """The findings' verdicts from the cache (`evidence.findings`), and for the rest what is missing.
+
+    per_seed[s]: the findings' recipes of seed s (`seed_recipes`). Reads only: nothing is computed.
+    """
+    found = evidence.findings(per_seed, data, ev)
+    lines = tuple(finding_line(f, ev) for f in found)
+    seed0 = {r.name: r for r in per_seed[0]} if per_seed else {}
+    stated, by_reason = {f.id for f in found}, {}
+    for fid, names in NEEDS.items():
+        if fid in stated:
+            continue
+        need = [seed0[n] for n in names if n in seed0 and not finding_ready(seed0[n], data, ev)]
+        untrained = [r for r in need if not is_trained(r)]
+        why = (f"AutoAttack at eps {ev.eps:g} on {_names(need)}" if need else "its models in this study")
+        if untrained:
+            why += f" ({_names(untrained)} not trained yet)"
+        by_reason.setdefault(why, []).append(fid)
+    waiting = [f"**{' and '.join(ids)}** {'is' if len(ids) == 1 else 'are'} not stated yet: "
+               f"{'it waits' if len(ids) == 1 else 'they wait'} for {why}." for why, ids in by_reason.items()]
+    missing_seeds = tuple(s for s, recipes in enumerate(per_seed) if s > 0
+                          and not all(finding_ready(r, data, ev) for r in recipes))
+    if missing_seeds:
+        n = len(per_seed) - len(missing_seeds)
+        waiting.append(f"Seed{'s' if len(missing_seeds) > 1 else ''} {', '.join(map(str, missing_seeds))} of the "
+                       f"{len(per_seed)} asked {'are' if len(missing_seeds) > 1 else 'is'} not trained and "
+                       f"evaluated yet: the findings use {n} seed{'' if n == 1 else 's'} for now.")
+    return FindingsView(lines, tuple(waiting), len(per_seed), missing_seeds, ev.reliable.at(ev.eps).describe())

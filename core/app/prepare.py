@@ -3,6 +3,11 @@
 The app never trains or attacks inside a page run. It asks `missing(...)` (a few file checks), and
 when something is missing it submits `prepare(...)` to the background job runner (core.app.jobs),
 keyed by what it computes so that every session waiting for the same models shares one job.
+
+Two notions of ready: `missing` is about the PGD grid the pages scrub (distributions, differences,
+...); `evidence_missing` is about the evidence plan (`core.study.evidence`: AutoAttack at the
+findings' eps and the gradient-masking check), which only the overview's numbers and badges need. A
+prepare job given a plan computes it after every model's PGD grid, so no page waits for AutoAttack.
 """
 
 from __future__ import annotations
@@ -16,7 +21,14 @@ from core.app.jobs import JobContext, format_seconds
 from core.config import AttackSpec, DataSpec, cache_dir, stable_key
 from core.engine.logits import entry_ok, get_grid
 from core.engine.train import TrainProgress
+from core.study import evidence
+from core.study.evidence import Evidence
 from core.study.recipes import Recipe, is_trained, model_source
+
+EVIDENCE_COST = 10.0  # a model's evidence in units of one PGD-20 grid: AutoAttack at one eps took ~16 s on the
+                      # digits models (one core), PGD-20 over the grid ~1.5 s
+EVIDENCE_SHARES = (0.0, 0.75, 0.05, 0.2)  # of that cost, per entry of Evidence.entries(): the PGD grid (computed
+                                          # before), AutoAttack, margin-loss PGD, unbounded PGD-50
 
 
 @dataclass(frozen=True)
@@ -24,11 +36,13 @@ class Need:
     """One thing a view waits for: a model to train, or its logits to compute under an attack."""
 
     recipe: Recipe
-    what: str  # "train" or "logits"
+    what: str  # "train", "logits" (the PGD grid) or "evidence" (AutoAttack and the masking check)
 
     def describe(self) -> str:
         if self.what == "train":
             return f"training {self.recipe.name}"
+        if self.what == "evidence":
+            return f"AutoAttack and the gradient-masking check of {self.recipe.name}"
         return f"attacking {self.recipe.name} (logits over the epsilon grid)"
 
 
@@ -54,10 +68,26 @@ def missing(recipes: Sequence[Recipe], data: DataSpec, attack: AttackSpec, grid:
     return out
 
 
-def job_key(recipes: Sequence[Recipe], data: DataSpec, attack: AttackSpec, grid: Sequence[float]) -> str:
-    """The job's identity: the models, the data, the attack, the grid and the cache folder."""
+def evidence_missing(recipes: Sequence[Recipe], data: DataSpec, ev: Evidence) -> list[Need]:
+    """The models whose evidence plan is not all cached: to train first, or to evaluate (a few file checks)."""
+    return [Need(r, "evidence" if is_trained(r) else "train") for r in recipes
+            if not evidence.is_complete(r, data, ev)]
+
+
+def evidence_key(ev: Evidence) -> str:
+    """The identity of an evidence plan: every attack of it and its epsilons."""
+    return stable_key({"dataset": ev.dataset, "entries": [(a.key(), [float(e) for e in eps]) for a, eps in
+                                                          ev.entries()]})
+
+
+def job_key(recipes: Sequence[Recipe], data: DataSpec, attack: AttackSpec, grid: Sequence[float],
+            ev: Evidence | None = None, checked: Sequence[Recipe] | None = None) -> str:
+    """The job's identity: the models, the data, the attack, the grid, the evidence plan (and the models it
+    checks) and the cache folder."""
     ident = {"models": sorted(r.key for r in recipes), "data": data.key(), "attack": attack.key(),
              "grid": sorted(float(e) for e in grid), "cache": str(cache_dir())}
+    if ev is not None:
+        ident["evidence"] = [evidence_key(ev), sorted(r.key for r in (recipes if checked is None else checked))]
     return f"prepare:{stable_key(ident)}"
 
 
@@ -82,18 +112,38 @@ def _untrained(recipes: Sequence[Recipe]) -> dict[str, Recipe]:
     return out
 
 
-def prepare(ctx: JobContext, recipes: Sequence[Recipe], data: DataSpec, attack: AttackSpec,
-            grid: Sequence[float], device: str | torch.device = "cpu", data_dir: str | None = None) -> None:
-    """Train every missing model (teachers first) and compute its logits over the grid.
+def _stages(r: Recipe, ev: Evidence) -> dict[str, tuple[str, float, float]]:
+    """`evidence.ensure`'s progress labels -> (what to show, start share, share) of the model's evidence cost."""
+    reliable = ", ".join(f"{e:g}" for e in ev.reliable_eps if e > 0)
+    texts = (f"PGD-{ev.pgd.steps} ({ev.pgd.norm}) on {r.name} over {len(ev.grid)} epsilons",
+             f"{ev.reliable.describe()} on {r.name} at eps {reliable}",
+             f"gradient-masking check of {r.name}: {ev.margin.at(ev.eps).describe()}",
+             f"gradient-masking check of {r.name}: unbounded {ev.unbounded.describe()}")
+    out, start = {}, 0.0
+    for (attack, _), text, share in zip(ev.entries(), texts, EVIDENCE_SHARES):
+        out[f"{r.name}: {attack.describe()}"] = (text, start, share)
+        start += share
+    return out
 
-    Progress is measured in units of work: a model's training cost (`training_cost`) and one unit
-    per model to attack, so the bar and its time estimate move at the speed of the work.
-    Cancelling stops within one training batch; finished models and logits stay in the cache.
+
+def prepare(ctx: JobContext, recipes: Sequence[Recipe], data: DataSpec, attack: AttackSpec,
+            grid: Sequence[float], device: str | torch.device = "cpu", data_dir: str | None = None,
+            ev: Evidence | None = None, checked: Sequence[Recipe] | None = None) -> None:
+    """Train every missing model (teachers first) and compute its logits over the grid; then, given an
+    evidence plan `ev`, compute its entries (`evidence.ensure`) for `checked` (default: `recipes`), in order.
+
+    Progress is measured in units of work: a model's training cost (`training_cost`), one unit per model
+    to attack and EVIDENCE_COST per model to check, so the bar and its time estimate move at the speed
+    of the work. Every PGD grid comes before any AutoAttack: pages waiting for PGD logits wait for no
+    AutoAttack. Cancelling stops within one batch; finished models and entries stay in the cache.
     """
     untrained = _untrained(recipes)
     n_train = len(untrained)
     to_attack = [r for r in recipes if not logits_cached(r, data, attack, grid)]
-    total = sum(training_cost(r) for r in untrained.values()) + 1.0 * len(to_attack) or 1.0
+    to_check = [] if ev is None else [r for r in (recipes if checked is None else checked)
+                                      if not evidence.is_complete(r, data, ev)]
+    total = (sum(training_cost(r) for r in untrained.values()) + 1.0 * len(to_attack)
+             + EVIDENCE_COST * len(to_check)) or 1.0
     done = {"units": 0.0, "trained": 0}
     current = {"name": "", "cost": 1.0}
 
@@ -110,8 +160,9 @@ def prepare(ctx: JobContext, recipes: Sequence[Recipe], data: DataSpec, attack: 
             done["units"] += current["cost"]
             done["trained"] += 1
 
+    sources = {}
     for r in recipes:
-        source = model_source(r, device, on_train, lambda: ctx.cancelled, data_dir, on_start)
+        sources[r.key] = source = model_source(r, device, on_train, lambda: ctx.cancelled, data_dir, on_start)
         if r not in to_attack:
             continue
         base = done["units"]
@@ -125,3 +176,15 @@ def prepare(ctx: JobContext, recipes: Sequence[Recipe], data: DataSpec, attack: 
         get_grid(source, r.key, data, attack, grid, device, on_batch=on_batch, data_dir=data_dir,
                  cancel=lambda: ctx.cancelled)
         done["units"] = base + 1.0
+
+    for i, r in enumerate(to_check, 1):
+        base, stages = done["units"], _stages(r, ev)
+
+        def say(label: str, fraction: float, i=i, base=base, stages=stages) -> None:
+            text, start, share = stages.get(label, (label, 0.0, 0.0))
+            ctx.report(f"evidence, model {i} of {len(to_check)}: {text}",
+                       (base + EVIDENCE_COST * (start + share * fraction)) / total)
+
+        source = sources.get(r.key) or model_source(r, device, on_train, lambda: ctx.cancelled, data_dir, on_start)
+        evidence.ensure(source, r, data, ev, device, progress=say, cancel=lambda: ctx.cancelled, data_dir=data_dir)
+        done["units"] = base + EVIDENCE_COST

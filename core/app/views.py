@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,13 +20,16 @@ import pandas as pd
 from core.config import AttackSpec, DataSpec
 from core.engine import analysis
 from core.engine.data import dataset_classes
-from core.engine.logits import get_grid
+from core.engine.logits import entry_ok, get_grid, read
+from core.engine.masking import MaskingReport
 from core.errors import LogitscopeError
+from core.study import evidence
 from core.study.hyper import eps_grid, eval_attack, eval_data
 from core.study.recipes import Recipe, default_recipes, zoo_recipes
 
 QUANTITY_LABELS = {**analysis.QUANTITY_LABELS, "logits": "all logit values"}  # the quantities a page can plot
 SPLITS = {"none": "all samples together", "correct": "correct / incorrect", "class": "true class"}
+NORM_LABELS = {"linf": "Linf", "l2": "L2"}
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,44 @@ class Selection:
 
     def grid(self) -> tuple[float, ...]:
         return eps_grid(self.dataset, self.norm, self.data_dir)
+
+    def evidence(self) -> evidence.Evidence:
+        """The evidence plan: this PGD grid, plus AutoAttack ("fast") and the masking check at the findings' eps."""
+        return evidence.evidence(self.dataset, self.norm, self.steps, data_dir=self.data_dir, grid=self.grid())
+
+
+GRADIENTS_OK, GRADIENTS_FLAGGED, GRADIENTS_UNKNOWN = "ok", "masking suspected", "not checked yet"
+
+
+@dataclass(frozen=True)
+class ModelEvidence:
+    """What the evidence plan says of one model: its robust accuracy under the reliable attack at the
+    findings' eps (None: not computed) and its gradient-masking check (None until every entry is cached)."""
+
+    reliable: float | None
+    report: MaskingReport | None
+
+    @property
+    def gradients(self) -> str:
+        """The badge: "ok", "masking suspected" or "not checked yet"."""
+        if self.report is None:
+            return GRADIENTS_UNKNOWN
+        return GRADIENTS_FLAGGED if self.report.flagged else GRADIENTS_OK
+
+
+def reliable_accuracy(recipe: Recipe, data: DataSpec, ev: evidence.Evidence) -> float | None:
+    """Accuracy under the reliable attack at the findings' eps, if that entry is cached (never computes)."""
+    spec = ev.reliable.at(ev.eps) if ev.eps > 0 else None
+    rec = read(recipe.key, data, spec) if entry_ok(recipe.key, data, spec) else None
+    return None if rec is None else analysis.accuracy(rec.logits, rec.labels)
+
+
+def model_evidence(recipes: Mapping[str, Recipe], data: DataSpec, ev: evidence.Evidence,
+                   data_dir: str | None = None) -> dict[str, ModelEvidence]:
+    """Each model's `ModelEvidence`, read from the cache (a few file checks for a model not computed yet)."""
+    n_classes = len(dataset_classes(data.name, data_dir))
+    return {n: ModelEvidence(reliable_accuracy(r, data, ev), evidence.masking(r, data, ev, n_classes))
+            for n, r in recipes.items()}
 
 
 def catalog(dataset: str, seed: int = 0, extra: Sequence[Recipe] = ()) -> dict[str, Recipe]:
