@@ -1,5 +1,7 @@
 """Distillation lab: distil a student from a teacher's manipulated logits and measure its robustness."""
 
+import json
+
 import streamlit as st
 
 from core.app import charts, jobs, lab
@@ -14,13 +16,16 @@ from pages import _context as ui
 from pages import _state as state
 from pages import _waiting as waiting
 
-ctx = ui.sidebar(("teacher", "manip", "T", "hard", "frac", "epochs", "seed", "lq"))
+ctx = ui.sidebar(("teacher", "manip", "T", "hard", "frac", "epochs", "seed", "reps", "lq"))
 sel = ctx.sel
 st.title("Distillation lab")
 st.markdown("Finding 3: a student trained **only on clean images** to match an adversarially-trained teacher's "
             "softened logits inherits part of its robustness. Which part of the logits carries it? Manipulate "
             "the teacher's non-max logits, distil, and compare the student's accuracy under attack with the "
             "teacher's and with the baseline students'. Every run is kept in the table below, across restarts.")
+st.caption("Robust accuracy comes from AutoAttack at the findings' epsilon, with its 95% interval over the test "
+           "images (and over the students' seeds with several replicates); the PGD accuracies over the grid are "
+           "faster and only upper bounds.")
 
 with ui.guard():
     h = hyper(sel.dataset)
@@ -44,20 +49,26 @@ with ui.guard():
                          help="Weight of cross-entropy on the true labels (the rest is the teacher's soft targets).")
         frac = st.slider("Fraction of samples manipulated", 0.0, 1.0, step=0.05,
                          **state.bind("frac", 1.0, state.number(0, 1)))
-        c1, c2 = st.columns(2)
+        c1, c2, c3 = st.columns([2, 1, 1])
         epochs = c1.slider("Epochs", 1, max_epochs, step=1, **state.bind("epochs", min(int(h.epochs), max_epochs),
                                                                          state.number(1, max_epochs, True)))
         seed = c2.number_input("Seed", 0, 999, step=1, **state.bind("seed", 0, state.number(0, 999, True)))
+        reps = c3.number_input("Replicates", 1, lab.MAX_REPLICATES, step=1,
+                               **state.bind("reps", 1, state.number(1, lab.MAX_REPLICATES, True)),
+                               help="Students distilled with seeds seed, seed+1, ...: the intervals then cover "
+                                    "seed-to-seed variation too. The baselines are distilled with the same seeds. "
+                                    "Each replicate adds seconds to a minute on digits (mostly AutoAttack).")
 
     spec = lab.LabSpec(sel.dataset, teacher, manip, float(temperature), float(hard), float(frac), int(epochs),
-                       int(seed))
+                       int(seed), int(reps))
     attack = sel.attack()
     job_key = waiting.lab_job_key(spec, attack)
     if demo is not None and not demo.live_lab:
         st.caption("Live distillation is off in this hosted demo: its dataset is too large for its small host.")
     if st.button("Distill", type="primary", icon=":material/science:", key="distill",
                  disabled=demo is not None and not demo.live_lab,
-                 help="Trains the student in the background (seconds on digits) and evaluates it over the grid."):
+                 help="Distils the students and the baselines in the background and evaluates them under PGD "
+                      "over the grid and under AutoAttack (seconds to a minute per replicate on digits)."):
         try:
             waiting.start_lab(spec, sel)
         except LogitscopeError as exc:
@@ -72,24 +83,45 @@ with ui.guard():
     if row.empty:
         st.info("Not run yet under this attack: press **Distill**.", icon=":material/science:")
     else:
+        r = row.iloc[-1]
+        head = lab.summary(r)
+        seeds = f"the {r.replicates} seeds" if r.replicates > 1 else "one seed"
+        ref, claim = lab.BASELINES["untouched"][:2]
+        m1, m2 = st.columns(2)
+        m1.metric(f"Robust accuracy ({head['label']})", head["robust"] or "-",
+                  help=f"{head['attack']}; 95% interval over the test images and {seeds}." if head["attack"] else
+                  "Not evaluated under AutoAttack: a run recorded before it, or pyautoattack is not installed here.")
+        m2.metric(f"Difference to {ref} ({head['label']})", head["difference"] or "-",
+                  help="Run minus baseline, paired: the same seeds, the same test images; 95% interval.")
+        if head["verdict"]:
+            st.markdown(f"**Verdict** on *{claim}*: **{head['verdict']}** (holds or reversed when the paired "
+                        "interval lies wholly below or above zero).")
+        m4, m5, m6, m7 = st.columns(4)
+        pgd = json.loads(r.robust_accuracy).get(f"{ctx.eps:g}")
+        m4.metric("Clean accuracy", f"{r.clean_accuracy:.3f}", help=f"Mean over {seeds}.")
+        m5.metric(f"{'' if r.norm == 'linf' else 'L2 '}PGD-{r.steps} acc. @{ctx.eps:g} (upper bound)",
+                  f"{pgd:.3f}" if pgd is not None else "-",
+                  help=f"{r.norm} PGD-{r.steps} at the sidebar's epsilon {ctx.eps:g}, mean over {seeds}.")
+        m6.metric("Incorrect-class order agreement", f"{r.order_agreement:.3f}",
+                  help="Mean Kendall tau between the student's and the teacher's order of the wrong classes.")
+        m7.metric("Run time", f"{r.seconds:.1f} s")
+        frame = lab.interval_frame(row.tail(1))
+        if len(frame):
+            st.markdown(f"**Robust accuracy ({head['label']})**, 95% intervals: the run's students and the "
+                        "baselines (distilled with the same settings and seeds, nothing manipulated)")
+            st.altair_chart(charts.interval_chart(frame, f"robust accuracy ({head['label']})"), width="stretch")
         names = cached.lab_comparison_names(ctx, spec)
         if names is None:
             st.info("Some models of the comparison are still being prepared; see the sidebar.")
         else:
             key, bundle, table = cached.logit_set(ctx, names)
-            r = row.iloc[-1]
-            m1, m2, m3, m4 = st.columns(4)
-            m1.metric("Clean accuracy", f"{r.clean_accuracy:.3f}")
             acc = cached.accuracy_curve(key, table)
-            at_eps = acc[(acc["model"] == spec.name()) & (acc["eps"] == ctx.eps)]["accuracy"]
-            m2.metric(f"Accuracy at epsilon {ctx.eps:g}", f"{at_eps.iloc[0]:.3f}" if len(at_eps) else "-")
-            m3.metric("Incorrect-class order agreement", f"{r.order_agreement:.3f}",
-                      help="Mean Kendall tau between the student's and the teacher's order of the wrong classes.")
-            m4.metric("Run time", f"{r.seconds:.1f} s")
             c1, c2 = st.columns(2)
             with c1:
-                st.markdown("**Accuracy under attack**: the run, its teacher and the baseline students")
-                st.altair_chart(charts.accuracy_chart(acc, ctx.eps, names), width="stretch")
+                st.markdown(f"**Accuracy under {attack.norm} PGD-{attack.steps}** (upper bounds): the run's first "
+                            "student, its teacher and the default study's baseline students")
+                st.altair_chart(charts.accuracy_chart(acc, ctx.eps, names, f"accuracy under PGD-{attack.steps}"),
+                                width="stretch")
             with c2:
                 q = st.selectbox("Logit statistic", [k for k in QUANTITY_LABELS if k != "logits"],
                                  format_func=QUANTITY_LABELS.get, **state.bind("lq", "max_logit",
@@ -106,14 +138,19 @@ with ui.guard():
     shown = lab.display_table(runs)
     event = st.dataframe(shown.drop(columns="run"), hide_index=True, width="stretch", on_select="rerun",
                          selection_mode="multi-row", key="runs",
-                         column_config={"name": st.column_config.TextColumn(width="large"),
+                         column_config={"name": st.column_config.TextColumn(width="medium"),
                                         **{c: st.column_config.NumberColumn(format="%.3f") for c in shown.columns
                                            if c.startswith("acc") or c in ("clean acc", "order agreement")}})
     if not runs.empty:
+        frame = lab.interval_frame(runs)
+        if len(frame):
+            label = f"robust accuracy ({lab.summary(runs[runs['reliable_eps'].notna()].iloc[-1])['label']})"
+            st.markdown(f"**{label[0].upper() + label[1:]} of the last ten runs** with their baselines, 95% intervals")
+            st.altair_chart(charts.interval_chart(frame, label), width="stretch")
         curve = cached.runs_curve(runs)
-        st.markdown("**Accuracy under attack of the last ten runs**")
-        st.altair_chart(charts.accuracy_chart(curve, ctx.eps, list(dict.fromkeys(curve["model"]))),
-                        width="stretch")
+        st.markdown("**Accuracy under PGD of the last ten runs** (upper bounds; means over replicates)")
+        st.altair_chart(charts.accuracy_chart(curve, ctx.eps, list(dict.fromkeys(curve["model"])),
+                                              "accuracy under PGD (upper bound)"), width="stretch")
     c1, c2 = st.columns(2)
     c1.download_button("Download the run table (CSV)", lambda: shown.to_csv(index=False).encode(),
                        file_name=f"logitscope-lab-{sel.dataset}.csv", mime="text/csv", icon=":material/download:",

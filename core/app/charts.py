@@ -165,6 +165,25 @@ def agreement_chart(agreement: pd.DataFrame, models: Sequence[str]) -> alt.Layer
     return alt.layer(whisker, box, median).properties(height=max(120, 44 * len(models)))
 
 
+def interval_chart(frame: pd.DataFrame, title: str, models: Sequence[str] | None = None) -> alt.LayerChart:
+    """Estimates with their interval as a bar, one row per run, its student and baselines side by side.
+
+    frame: columns run, model, estimate, lo, hi (and attack, shown in the tooltip), e.g.
+    `core.app.lab.interval_frame`; title names the quantity and its attack.
+    """
+    models = list(dict.fromkeys(models if models is not None else frame["model"]))
+    runs = list(dict.fromkeys(frame["run"]))
+    tooltip = ["run:N", "model:N", alt.Tooltip("estimate:Q", format=".3f"), alt.Tooltip("lo:Q", format=".3f"),
+               alt.Tooltip("hi:Q", format=".3f")] + (["attack:N"] if "attack" in frame.columns else [])
+    base = alt.Chart(frame).encode(y=alt.Y("run:N", sort=runs, title=None, axis=alt.Axis(labelLimit=400)),
+                                   yOffset=alt.YOffset("model:N", sort=models), color=model_color(models),
+                                   tooltip=tooltip)
+    bars = base.mark_rule(strokeWidth=3).encode(x=alt.X("lo:Q", title=title, scale=alt.Scale(domain=[0, 1])),
+                                                x2="hi:Q")
+    points = base.mark_point(filled=True, size=70).encode(x="estimate:Q")
+    return alt.layer(bars, points).properties(height=max(150, 22 * len(models) * len(runs)))
+
+
 def toy_sweep_chart(sweep: pd.DataFrame, eps_now: float) -> alt.LayerChart:
     """Mean max logit and mean logit gap of linear models trained at each eps, current eps marked."""
     long = sweep.melt(id_vars="eps", value_vars=["mean_max_logit", "mean_logit_gap"], var_name="quantity")

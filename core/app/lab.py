@@ -1,36 +1,59 @@
 """The distillation lab: "what if" runs of finding 3, and the table that keeps them.
 
-A run distils a student from a teacher's manipulated clean logits (core.engine.distill), evaluates it over
-the epsilon grid through the logits cache, and appends one row to a Parquet table under the cache
-(`cache/lab/runs.parquet`), so runs survive page changes and restarts and line up side by side.
-A run whose spec was trained before reuses the checkpoint: only the evaluation is repeated.
+A run distils R students (replicates: seeds spec.seed .. spec.seed + R - 1, each its own recipe and
+checkpoint) from the study's seed-0 teacher's manipulated clean logits (core.engine.distill), evaluates
+them over the epsilon grid under PGD (fast, an upper bound on robust accuracy) and under the reliable
+attack, AutoAttack, at the findings' epsilon (`core.study.evidence`), and distils the baselines with the
+same settings and seeds: the untouched teacher's student (no manipulation) and the standard teacher's.
+Robust accuracy comes with its 95% interval over test images and replicates, and the difference to the
+untouched teacher's student with its paired interval and verdict (`core.engine.stats`). The run appends
+one row to the run table (`core.app.lab_table`, re-exported here), so runs survive page changes and
+restarts and line up side by side. A spec trained before reuses its checkpoint, an attack computed
+before its cache entry.
 """
 
 from __future__ import annotations
 
-import io
+import importlib.util
 import json
 import time
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
 from core.app.jobs import JobContext, format_seconds
-from core.config import AttackSpec, DataSpec, cache_dir, stable_key, with_clean
-from core.engine import analysis
-from core.engine.logits import get_grid
+from core.app.lab_table import (
+    BASELINES,
+    accuracy_long,
+    delete_runs,
+    display_table,
+    interval_frame,
+    load_runs,
+    record,
+    summary,
+    table_path,
+)
+from core.config import AttackSpec, DataSpec, demo_mode, stable_key, with_clean
+from core.engine import analysis, stats
+from core.engine.logits import LogitsRecord, get_grid
 from core.engine.models import load_checkpoint
 from core.engine.train import TrainProgress
 from core.errors import LogitscopeError
-from core.storage import atomic_write, cache_lock, report_corrupt
+from core.storage import report_corrupt
+from core.study import evidence
 from core.study.hyper import eval_data, hyper
 from core.study.recipes import Recipe, default_recipes, ensure_model, is_trained, student_recipe, teacher_recipes
 
+__all__ = ["BASELINES", "MAX_REPLICATES", "STUDY_SEED", "LabSpec", "accuracy_long", "agreement_frame", "baselines",
+           "default_spec", "delete_runs", "display_table", "evidence_fields", "interval_frame", "load_runs",
+           "order_agreement", "record", "run", "run_id", "run_recipes", "summary", "table_path",
+           "autoattack_available"]  # the run table's functions are re-exported
+
 STUDY_SEED = 0  # the seed of the default study, whose teachers and baselines the lab compares against
+MAX_REPLICATES = 5  # students per configuration: each costs a distillation and an AutoAttack run (~10 s on digits)
 
 
 @dataclass(frozen=True)
@@ -45,6 +68,7 @@ class LabSpec:
     fraction: float = 1.0
     epochs: int = 20
     seed: int = 0
+    replicates: int = 1  # students with seeds seed .. seed + replicates - 1
 
     def teacher_recipe(self) -> Recipe:
         """The study's teacher (study seed 0): `seed` is the student's, the teacher stays the same."""
@@ -54,12 +78,23 @@ class LabSpec:
         return teachers[self.teacher]
 
     def recipe(self) -> Recipe:
-        """The student's recipe, named after the settings that differ from the dataset's defaults."""
+        """The student's recipe (of the first replicate), named after the settings that differ from the defaults."""
         if not 1 <= int(self.epochs) <= 200:
             raise LogitscopeError(f"epochs must be between 1 and 200 in the lab, got {self.epochs}.")
         r = student_recipe(self.teacher_recipe(), self.manipulation, self.temperature, self.hard_weight,
                            self.fraction, int(self.epochs), self.seed)
         return replace(r, name=self.name())
+
+    def replicas(self) -> list["LabSpec"]:
+        """One spec per replicate, seeds seed .. seed + replicates - 1 (each its own recipe and checkpoint)."""
+        if not 1 <= int(self.replicates) <= MAX_REPLICATES:
+            raise LogitscopeError(f"replicates must be between 1 and {MAX_REPLICATES}, got {self.replicates}.")
+        return [replace(self, seed=int(self.seed) + i, replicates=1) for i in range(int(self.replicates))]
+
+    def baseline_specs(self) -> dict[str, "LabSpec"]:
+        """The baselines' specs by role (`BASELINES`): this run's settings, nothing manipulated."""
+        plain = replace(self, manipulation="none", fraction=1.0)
+        return {"untouched": plain, "standard": replace(plain, teacher="standard")}
 
     def name(self) -> str:
         h = hyper(self.dataset)
@@ -91,63 +126,10 @@ def baselines(teacher: Recipe, seed: int | None = None) -> list[Recipe]:
     return out
 
 
-def table_path() -> Path:
-    return cache_dir() / "lab" / "runs.parquet"
-
-
-def load_runs(dataset: str | None = None) -> pd.DataFrame:
-    """All recorded runs (newest last), optionally of one dataset; an unreadable table reads as empty."""
-    path = table_path()
-    if not path.is_file():
-        return pd.DataFrame(columns=RUN_COLUMNS)
-    try:
-        runs = pd.read_parquet(path)
-    except Exception as exc:  # a truncated or foreign file: the runs are lost, the app goes on
-        raise LogitscopeError(f"The lab's run table {path} is unreadable ({type(exc).__name__}): delete it "
-                              "to start a new table.") from exc
-    if not set(RUN_COLUMNS) <= set(runs.columns):
-        raise LogitscopeError(f"The lab's run table {path} lacks columns "
-                              f"{sorted(set(RUN_COLUMNS) - set(runs.columns))}: delete it to start a new table.")
-    if dataset is not None:
-        runs = runs[runs["dataset"] == dataset]
-    return runs.reset_index(drop=True)
-
-
-RUN_COLUMNS = ["run", "name", "dataset", "teacher", "manipulation", "temperature", "hard_weight", "fraction",
-               "epochs", "seed", "norm", "steps", "clean_accuracy", "robust_accuracy", "order_agreement",
-               "mean_max_logit", "mean_logit_gap", "max_logit_ks_to_teacher", "seconds", "created", "student_key",
-               "spec"]
-
-
-def _save_runs(runs: pd.DataFrame) -> None:
-    buffer = io.BytesIO()
-    runs.to_parquet(buffer, index=False)
-    atomic_write(table_path(), buffer.getvalue())
-
-
-def record(row: dict) -> pd.DataFrame:
-    """Add a run's row to the table (a row with the same run id is replaced) and return the table."""
-    with cache_lock(str(table_path()) + ".lock"):
-        runs = load_runs() if table_path().is_file() else pd.DataFrame(columns=RUN_COLUMNS)
-        runs = runs[runs["run"] != row["run"]]
-        runs = pd.concat([runs, pd.DataFrame([row], columns=RUN_COLUMNS)], ignore_index=True)
-        _save_runs(runs)
-    return runs
-
-
-def delete_runs(run_ids: Sequence[str]) -> None:
-    """Remove runs from the table (their checkpoints stay in the cache)."""
-    if not table_path().is_file():
-        return
-    with cache_lock(str(table_path()) + ".lock"):
-        runs = load_runs()
-        _save_runs(runs[~runs["run"].isin(list(run_ids))].reset_index(drop=True))
-
-
 def run_recipes(dataset: str, trained: bool = True) -> list[Recipe]:
-    """Recipes of the recorded runs of a dataset: for the model pickers, those whose checkpoints are intact
-    (`trained`); with `trained=False` every run whose spec still makes a recipe, also one whose checkpoint is
-    missing or corrupt (the bundle writer trains it again, as it does any model it packs).
+    """Recipes of the recorded runs of a dataset (their first replicate): for the model pickers, those whose
+    checkpoints are intact (`trained`); with `trained=False` every run whose spec still makes a recipe, also
+    one whose checkpoint is missing or corrupt (the bundle writer trains it again, as it does any model it packs).
 
     An unreadable table offers no runs here (reported once in the log), so every page's sidebar keeps
     working; the lab page shows the table's error with what to do.
@@ -170,8 +152,12 @@ def run_recipes(dataset: str, trained: bool = True) -> list[Recipe]:
 
 
 def run_id(spec: LabSpec, attack: AttackSpec) -> str:
-    """A run is a spec evaluated under an attack: the same pair replaces its earlier row."""
-    return stable_key({"lab": asdict(spec), "attack": attack.key()})
+    """A run is a spec evaluated under an attack: the same pair replaces its earlier row. (One replicate
+    leaves the spec's `replicates` out, so a run recorded before replicates keeps its id.)"""
+    s = asdict(spec)
+    if s["replicates"] == 1:
+        del s["replicates"]
+    return stable_key({"lab": s, "attack": attack.key()})
 
 
 def order_agreement(teacher_logits: np.ndarray, student_logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -179,102 +165,175 @@ def order_agreement(teacher_logits: np.ndarray, student_logits: np.ndarray, labe
     return analysis.incorrect_class_order_agreement(teacher_logits, student_logits, labels)
 
 
-def _grid_logits(recipe: Recipe, data: DataSpec, attack: AttackSpec, grid, device, ctx: JobContext, what: str,
-                 data_dir: str | None = None):
-    def on_batch(b: int, n: int) -> None:
-        ctx.report(f"{what}: batch {b}/{n}")
+TRAIN, GRID, RELIABLE = 2.0, 1.0, 4.0  # rough relative costs on digits: distilling, the PGD grid, AutoAttack
 
-    path = ensure_model(recipe, device, cancel=lambda: ctx.cancelled, data_dir=data_dir)
-    return get_grid(lambda: load_checkpoint(path, device, recipe.key), recipe.key, data, attack, grid, device,
-                    on_batch=on_batch, data_dir=data_dir)
+
+class _Progress:
+    """A run's progress over its steps, each weighted by its rough cost. Every report raises Cancelled
+    once a cancel was asked, so a run stops within a batch (of training or of an attack) or an epsilon."""
+
+    def __init__(self, ctx: JobContext, total: float):
+        self.ctx, self.total, self.done = ctx, total, 0.0
+
+    def report(self, what: str, within: float = 0.0, weight: float = 0.0) -> None:
+        self.ctx.report(what, min(0.99, (self.done + weight * within) / self.total))
+
+
+def autoattack_available() -> bool:
+    """pyautoattack is installed (a hosted demo may leave it out: its lab then measures PGD only)."""
+    return importlib.util.find_spec("pyautoattack") is not None
+
+
+@dataclass(frozen=True)
+class _Evaluated:
+    """One student: its PGD grid (the run's own students) and its record under AutoAttack at the findings' eps
+    (None without pyautoattack)."""
+
+    recipe: Recipe
+    grid: dict[float, LogitsRecord] | None
+    reliable: LogitsRecord | None
+
+    @property
+    def correct(self) -> np.ndarray:
+        """(N,) bool: the test images AutoAttack did not fool."""
+        return (self.reliable.logits.argmax(1) == self.reliable.labels).numpy()
+
+
+def _evaluate(recipe: Recipe, pgd: tuple[AttackSpec, Sequence[float]] | None, ev: evidence.Evidence | None,
+              data: DataSpec, device, ctx: JobContext, progress: _Progress, data_dir: str | None) -> _Evaluated:
+    """Distil (or reuse) one student, then its PGD grid (if `pgd`) and AutoAttack (if `ev`): each a cache entry."""
+    cancel: Callable[[], bool] = lambda: ctx.cancelled  # noqa: E731
+    what = {"now": f"distilling {recipe.name}"}
+
+    def on_start(r: Recipe) -> None:
+        what["now"] = f"distilling {recipe.name}" if r.key == recipe.key else f"training the teacher {r.name} first"
+        progress.report(what["now"])
+
+    def on_train(p: TrainProgress) -> None:
+        progress.report(f"{what['now']}: epoch {p.epoch}/{p.epochs}, {format_seconds(p.elapsed)} elapsed, "
+                        f"about {format_seconds(p.eta)} left", p.fraction, TRAIN)
+
+    progress.report(what["now"])
+    path = ensure_model(recipe, device, on_train, cancel, data_dir, on_start)
+    progress.done += TRAIN
+    net: list[torch.nn.Module] = []
+
+    def model() -> torch.nn.Module:  # loaded once, and only if an entry is missing
+        if not net:
+            net.append(load_checkpoint(path, device, recipe.key))
+        return net[0]
+
+    def attack(spec: AttackSpec, eps: Sequence[float], weight: float) -> dict[float, LogitsRecord]:
+        label = f"attacking {recipe.name}: {spec.describe()}"
+        progress.report(label)
+        out = get_grid(model, recipe.key, data, spec, eps, device, data_dir=data_dir, cancel=cancel,
+                       on_batch=lambda b, n: progress.report(f"{label}, batch {b}/{n}", b / n, weight))
+        progress.done += weight
+        return out
+
+    grid = attack(pgd[0], pgd[1], GRID) if pgd is not None else None
+    return _Evaluated(recipe, grid, attack(ev.reliable, (0.0, ev.eps), RELIABLE)[ev.eps] if ev is not None else None)
+
+
+def _available(spec: LabSpec) -> bool:
+    """A baseline the run can distil: anywhere, except in the hosted demo when its teacher is not bundled."""
+    return not demo_mode() or is_trained(spec.teacher_recipe())
 
 
 def run(ctx: JobContext, spec: LabSpec, attack: AttackSpec, grid: Sequence[float],
         device: str | torch.device = "cpu", data_dir: str | None = None) -> dict:
-    """Train (or reuse) the student of `spec`, evaluate it over the grid, record and return its row."""
+    """Distil (or reuse) the students of `spec` and its baselines, evaluate them, record and return the run's row.
+
+    The students' PGD grid under `attack`, and every student's AutoAttack at the findings' epsilon of
+    `attack`'s norm; the row holds means over replicates, intervals and paired differences (`evidence_fields`).
+    Without pyautoattack the run measures PGD only, and its row has no interval (as rows recorded before).
+    """
     start = time.perf_counter()
-    student = spec.recipe()
-    teacher = student.teacher
-    data = eval_data(spec.dataset)
-    grid = with_clean(grid)
-    current = {"what": f"distilling {student.name}"}
+    spec.recipe()  # a bad setting fails here, before any work
+    replicas = spec.replicas()
+    ev = evidence.evidence(spec.dataset, attack.norm, attack.steps, seed=attack.seed, data_dir=data_dir, grid=grid) \
+        if autoattack_available() else None
+    data, grid = eval_data(spec.dataset), with_clean(grid)
+    refs = {role: [r.recipe() for r in s.replicas()] for role, s in spec.baseline_specs().items()
+            if ev is not None and _available(s)}
+    progress = _Progress(ctx, len(replicas) * (TRAIN + GRID + RELIABLE) + GRID
+                         + sum(len(v) for v in refs.values()) * (TRAIN + RELIABLE))
+    students = [_evaluate(r.recipe(), (attack, grid), ev, data, device, ctx, progress, data_dir) for r in replicas]
+    teacher = spec.teacher_recipe()
+    progress.report(f"evaluating the teacher {teacher.name}")
+    path = ensure_model(teacher, device, cancel=lambda: ctx.cancelled, data_dir=data_dir)
+    t_grid = get_grid(lambda: load_checkpoint(path, device, teacher.key), teacher.key, data, attack, grid, device,
+                      on_batch=lambda b, n: progress.report(f"attacking the teacher {teacher.name}: batch {b}/{n}",
+                                                            b / n, GRID), data_dir=data_dir)
+    progress.done += GRID
+    refs_done = {role: [_evaluate(r, None, ev, data, device, ctx, progress, data_dir) for r in recipes]
+                 for role, recipes in refs.items()}
 
-    def on_start(r: Recipe) -> None:
-        is_student = r.key == student.key
-        current["what"] = f"distilling {student.name}" if is_student else f"training the teacher {r.name} first"
-        ctx.report(current["what"], 0.0)
-
-    def on_train(p: TrainProgress) -> None:
-        ctx.report(f"{current['what']}: epoch {p.epoch}/{p.epochs}, {format_seconds(p.elapsed)} elapsed, "
-                   f"about {format_seconds(p.eta)} left", 0.7 * p.fraction)
-
-    ctx.report(f"distilling {student.name}", 0.0)
-    path = ensure_model(student, device, on_train, lambda: ctx.cancelled, data_dir, on_start)
-    ctx.report(f"attacking {student.name} over {len(grid)} epsilons", 0.7)
-    s_grid = get_grid(lambda: load_checkpoint(path, device, student.key), student.key, data, attack, grid, device,
-                      on_batch=lambda b, n: ctx.report(f"attacking {student.name}: batch {b}/{n}", 0.7 + 0.2 * b / n),
-                      data_dir=data_dir)
-    ctx.report(f"evaluating the teacher {teacher.name}", 0.9)
-    t_grid = _grid_logits(teacher, data, attack, grid, device, ctx, f"attacking the teacher {teacher.name}",
-                          data_dir)
-    clean_s, clean_t = s_grid[0.0], t_grid[0.0]
-    s_stats = analysis.per_sample(clean_s.logits, clean_s.labels)
+    clean_t = t_grid[0.0]
     t_stats = analysis.per_sample(clean_t.logits, clean_t.labels)
+    per_rep, summary = [], []
+    for r, s in zip(replicas, students):
+        clean = s.grid[0.0]
+        ps = analysis.per_sample(clean.logits, clean.labels)
+        pgd = {f"{e:g}": analysis.accuracy(x.logits, x.labels) for e, x in sorted(s.grid.items())}
+        per_rep.append({"seed": r.seed, "key": s.recipe.key, "clean_accuracy": pgd["0"], "pgd_accuracy": pgd,
+                        "reliable_accuracy": float(s.correct.mean()) if ev is not None else None})
+        summary.append([float(order_agreement(clean_t.logits.numpy(), clean.logits.numpy(),
+                                              clean.labels.numpy()).mean()),
+                        float(ps.max_logit.mean()), float(ps.logit_gap.mean()),
+                        analysis.ks_distance(ps.max_logit, t_stats.max_logit)])
+    agreement, max_logit, gap, ks = np.mean(summary, axis=0)
+    first = students[0].recipe
     row = {
-        "run": run_id(spec, attack), "name": student.name, "dataset": spec.dataset, "teacher": spec.teacher,
+        "run": run_id(spec, attack), "name": first.name, "dataset": spec.dataset, "teacher": spec.teacher,
         "manipulation": spec.manipulation, "temperature": float(spec.temperature),
         "hard_weight": float(spec.hard_weight), "fraction": float(spec.fraction), "epochs": int(spec.epochs),
         "seed": int(spec.seed), "norm": attack.norm, "steps": int(attack.steps),
-        "clean_accuracy": analysis.accuracy(clean_s.logits, clean_s.labels),
-        "robust_accuracy": json.dumps({f"{e:g}": analysis.accuracy(r.logits, r.labels)
-                                       for e, r in sorted(s_grid.items())}),
-        "order_agreement": float(order_agreement(clean_t.logits.numpy(), clean_s.logits.numpy(),
-                                                 clean_s.labels.numpy()).mean()),
-        "mean_max_logit": float(s_stats.max_logit.mean()), "mean_logit_gap": float(s_stats.logit_gap.mean()),
-        "max_logit_ks_to_teacher": analysis.ks_distance(s_stats.max_logit, t_stats.max_logit),
-        "seconds": time.perf_counter() - start, "created": pd.Timestamp.now().isoformat(timespec="seconds"),
-        "student_key": student.key, "spec": json.dumps(asdict(spec)),
+        "clean_accuracy": float(np.mean([p["clean_accuracy"] for p in per_rep])),
+        "robust_accuracy": json.dumps({e: float(np.mean([p["pgd_accuracy"][e] for p in per_rep]))
+                                       for e in per_rep[0]["pgd_accuracy"]}),
+        "order_agreement": float(agreement), "mean_max_logit": float(max_logit), "mean_logit_gap": float(gap),
+        "max_logit_ks_to_teacher": float(ks), "created": pd.Timestamp.now().isoformat(timespec="seconds"),
+        "student_key": first.key, "spec": json.dumps(asdict(spec)),
+        "replicate_results": json.dumps(per_rep), "replicates": len(replicas),
+        "seeds": json.dumps([r.seed for r in replicas]), "student_keys": json.dumps([s.recipe.key for s in students]),
     }
+    if ev is not None:
+        row.update(evidence_fields([r.seed for r in replicas], [s.recipe.key for s in students],
+                                   [s.correct for s in students],
+                                   {role: ([b.recipe.key for b in done], [b.correct for b in done])
+                                    for role, done in refs_done.items()}, ev.reliable.at(ev.eps).describe(), ev.eps))
+    row["seconds"] = time.perf_counter() - start
     ctx.check()
     record(row)
     ctx.report("recorded in the run table", 1.0)
     return row
 
 
-def display_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """The run table as people read it: one accuracy column per epsilon, newest run first."""
-    if runs.empty:
-        return pd.DataFrame(columns=["name", "teacher", "manipulation", "T", "hard weight", "fraction", "epochs",
-                                     "seed", "attack", "clean acc", "order agreement", "mean max logit",
-                                     "seconds", "run"])
-    rob = [json.loads(s) for s in runs["robust_accuracy"]]
-    eps = sorted({e for d in rob for e in d if float(e) > 0}, key=float)
-    out = pd.DataFrame({
-        "name": runs["name"], "teacher": runs["teacher"], "manipulation": runs["manipulation"],
-        "T": runs["temperature"], "hard weight": runs["hard_weight"], "fraction": runs["fraction"],
-        "epochs": runs["epochs"], "seed": runs["seed"],
-        "attack": [f"{n} PGD-{s}" for n, s in zip(runs["norm"], runs["steps"])],
-        "clean acc": runs["clean_accuracy"],
-    })
-    for e in eps:
-        out[f"acc @ eps {e}"] = [d.get(e, np.nan) for d in rob]
-    out["order agreement"] = runs["order_agreement"]
-    out["mean max logit"] = runs["mean_max_logit"]
-    out["max-logit KS to teacher"] = runs["max_logit_ks_to_teacher"]
-    out["seconds"] = runs["seconds"]
-    out["run"] = runs["run"]
-    return out.iloc[::-1].reset_index(drop=True)
+def evidence_fields(seeds: Sequence[int], keys: Sequence[str], correct: Sequence[np.ndarray],
+                    refs: dict[str, tuple[Sequence[str], Sequence[np.ndarray]]], attack: str, eps: float,
+                    n_boot: int = 2000) -> dict:
+    """A row's robust accuracy under the reliable attack, with its 95% interval (over test images, and over
+    replicates when there are several), and each baseline's, with the paired difference and its verdict.
 
-
-def accuracy_long(runs: pd.DataFrame, last: int = 10) -> pd.DataFrame:
-    """Accuracy versus epsilon of the `last` runs, for one chart. Columns: model (run name), eps, accuracy."""
-    rows = []
-    for _, r in runs.tail(last).iterrows():
-        default_attack = r["norm"] == "linf" and int(r["steps"]) == hyper(r["dataset"]).eval_steps
-        label = r["name"] if default_attack else f"{r['name']} ({r['norm']} PGD-{r['steps']})"
-        for e, acc in json.loads(r["robust_accuracy"]).items():
-            rows.append({"model": label, "eps": float(e), "accuracy": float(acc)})
-    return pd.DataFrame(rows, columns=["model", "eps", "accuracy"])
+    correct[i]: (N,) bool, the images replicate i's student survives (seed seeds[i]); refs: role (a key of
+    BASELINES) -> (keys, correct) of its students, one per replicate, the same seeds on the same images.
+    """
+    student = stats.interval(list(correct), n_boot=n_boot)
+    results = []
+    for role, (ref_keys, ref_correct) in refs.items():
+        name, claim, direction = BASELINES[role]
+        diff = stats.paired_difference(list(correct), list(ref_correct), n_boot=n_boot)
+        same = list(ref_keys) == list(keys)
+        verdict = "the run is this baseline" if same else stats.verdict(diff, direction)
+        results.append({"role": role, "name": name, "keys": list(ref_keys),
+                        "robust": stats.interval(list(ref_correct), n_boot=n_boot).to_dict(),
+                        "per_seed": [float(np.mean(c)) for c in ref_correct], "difference": diff.to_dict(),
+                        "claim": claim, "verdict": verdict})
+    return {"replicates": len(seeds), "seeds": json.dumps([int(s) for s in seeds]),
+            "student_keys": json.dumps(list(keys)),
+            "reliable_attack": attack, "reliable_eps": float(eps), "robust_reliable": student.estimate,
+            "robust_lo": student.lo, "robust_hi": student.hi, "baseline_results": json.dumps(results)}
 
 
 def agreement_frame(teacher_logits: np.ndarray, students: dict[str, np.ndarray], labels: np.ndarray) -> pd.DataFrame:
