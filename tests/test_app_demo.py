@@ -10,6 +10,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+from apptest import open_page, texts
 from streamlit.testing.v1 import AppTest
 
 from core.app import bundle as B
@@ -51,25 +52,10 @@ def served(bundle_file, monkeypatch):
     assert _sha(bundle_file) == before  # the bundle is never modified
 
 
-def open_page(page: str, query: dict | None = None) -> AppTest:
-    at = AppTest.from_file("../app.py", default_timeout=120)
-    for k, v in (query or {}).items():
-        at.query_params[k] = v
-    if page != "overview":
-        at.switch_page(f"pages/{page}.py")
-    return at.run()
-
-
 def wait_for_jobs(at: AppTest, seconds: float = 150) -> AppTest:
     for job in jobs.active():
         assert job.wait(seconds), f"{job.label} did not finish in {seconds} s"
     return at.run()
-
-
-def texts(at: AppTest) -> str:
-    parts = [m.value for m in at.markdown] + [e.body for e in at.info] + [e.body for e in at.error]
-    parts += [e.body for e in at.warning] + [c.value for c in at.caption] + [t.value for t in at.title]
-    return "\n".join(str(p) for p in parts)
 
 
 @pytest.mark.parametrize("page", PAGES)

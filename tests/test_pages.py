@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
+from apptest import no_exception, open_page, texts
 from streamlit.testing.v1 import AppTest
 
 from core.app import jobs
 
 PAGES = ["overview", "distributions", "differences", "lab", "embedding", "why"]
-TIMEOUT = 120
 
 
 @pytest.fixture(autouse=True)
@@ -28,31 +28,12 @@ def no_jobs_left():
     jobs.clear()  # cancels whatever a test started, so no thread outlives it
 
 
-def open_page(page: str, query: dict | None = None) -> AppTest:
-    at = AppTest.from_file("../app.py", default_timeout=TIMEOUT)
-    for k, v in (query or {}).items():
-        at.query_params[k] = v
-    if page != "overview":
-        at.switch_page(f"pages/{page}.py")  # open the page first, as a link to it does
-    return at.run()
-
-
 def wait_for_jobs(at: AppTest, seconds: float = 150) -> AppTest:
     """Let background jobs finish, then rerun the page (AppTest has no timer-driven reruns)."""
     deadline = time.time() + seconds
     for job in jobs.active():
         assert job.wait(max(1.0, deadline - time.time())), f"{job.label} did not finish in {seconds} s"
     return at.run()
-
-
-def no_exception(at: AppTest) -> None:
-    assert not at.exception, [e.message for e in at.exception]
-
-
-def texts(at: AppTest) -> str:
-    parts = [m.value for m in at.markdown] + [e.body for e in at.info] + [e.body for e in at.error]
-    parts += [e.body for e in at.warning] + [c.value for c in at.caption] + [t.value for t in at.title]
-    return "\n".join(str(p) for p in parts)
 
 
 @pytest.mark.parametrize("page", PAGES)

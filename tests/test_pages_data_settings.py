@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from streamlit.testing.v1 import AppTest
+from apptest import open_page, texts
 from tiny_formats import accept_cifar10_files, block_network, write_cifar10
 
 from core.app import jobs
@@ -17,21 +17,6 @@ def no_jobs_left(tmp_path, monkeypatch):
     jobs.clear()
     yield
     jobs.clear()
-
-
-def open_page(page: str, query: dict | None = None) -> AppTest:
-    at = AppTest.from_file("../app.py", default_timeout=60)
-    for k, v in (query or {}).items():
-        at.query_params[k] = v
-    if page != "overview":
-        at.switch_page(f"pages/{page}.py")
-    return at.run()
-
-
-def texts(at: AppTest) -> str:
-    parts = [m.value for m in at.markdown] + [e.body for e in at.info] + [e.body for e in at.error]
-    parts += [c.value for c in at.caption]
-    return "\n".join(str(p) for p in parts)
 
 
 def test_the_data_folder_is_where_datasets_are_read_from(tmp_path, monkeypatch):

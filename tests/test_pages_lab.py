@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from streamlit.testing.v1 import AppTest
+from apptest import open_page, texts
 
 from core.app import jobs, lab
 from core.study.hyper import eval_attack
@@ -25,19 +25,6 @@ def no_jobs_left():
     jobs.clear()
     yield
     jobs.clear()
-
-
-def open_lab(query: dict | None = None) -> AppTest:
-    at = AppTest.from_file("../app.py", default_timeout=120)
-    for k, v in (query or {}).items():
-        at.query_params[k] = v
-    at.switch_page("pages/lab.py")
-    return at.run()
-
-
-def texts(at: AppTest) -> str:
-    parts = [m.value for m in at.markdown] + [e.body for e in at.info] + [e.body for e in at.error]
-    return "\n".join(str(p) for p in parts + [c.value for c in at.caption])
 
 
 def record_runs() -> lab.LabSpec:
@@ -68,12 +55,12 @@ def record_runs() -> lab.LabSpec:
 
 
 def test_the_replicates_control_reads_the_link_and_ignores_bad_values(app_cache):
-    at = open_lab({"reps": "3"})
+    at = open_page("lab", {"reps": "3"})
     assert not at.exception, [e.message for e in at.exception]
     assert at.number_input(key="w.reps").value == 3
     assert at.query_params["reps"] in ("3", ["3"])
     for bad in ("9", "0", "2.5", "x"):
-        b = open_lab({"reps": bad})
+        b = open_page("lab", {"reps": bad})
         assert not b.exception, [e.message for e in b.exception]
         assert b.number_input(key="w.reps").value == 1
         assert f"reps={bad}".replace(".", "\\.") in "\n".join(c.value for c in b.sidebar.caption)
@@ -81,7 +68,7 @@ def test_the_replicates_control_reads_the_link_and_ignores_bad_values(app_cache)
 
 def test_the_table_shows_intervals_and_names_the_attack(app_cache):
     spec = record_runs()
-    at = open_lab({"reps": "3", "manip": "shuffle_nonmax"})
+    at = open_page("lab", {"reps": "3", "manip": "shuffle_nonmax"})
     assert not at.exception, [e.message for e in at.exception]
     table = at.dataframe[-1].value
     new, old = table.iloc[0], table.iloc[1]  # newest first
@@ -97,7 +84,7 @@ def test_the_table_shows_intervals_and_names_the_attack(app_cache):
     assert value == new[AA]
     assert "**Verdict** on *the manipulation costs robustness*: **holds**" in texts(at)
     assert "PGD-20 acc. @0.1 (upper bound)" in labels
-    one = open_lab({"manip": "flatten_nonmax"})  # the old run's configuration: shown without an interval
+    one = open_page("lab", {"manip": "flatten_nonmax"})  # the old run's configuration: shown without an interval
     assert not one.exception, [e.message for e in one.exception]
     assert "Not run yet" not in texts(one)
     shown = {m.label: m.value for m in one.metric}

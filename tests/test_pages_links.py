@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from apptest import no_exception, open_page
 from streamlit.testing.v1 import AppTest
 
 from core.app import jobs
@@ -31,19 +32,6 @@ def no_jobs_left():
     jobs.clear()
     yield
     jobs.clear()
-
-
-def open_page(page: str, query: dict | None = None) -> AppTest:
-    at = AppTest.from_file("../app.py", default_timeout=120)
-    for k, v in (query or {}).items():
-        at.query_params[k] = v
-    if page != "overview":
-        at.switch_page(f"pages/{page}.py")
-    return at.run()
-
-
-def no_exception(at: AppTest) -> None:
-    assert not at.exception, [e.message for e in at.exception]
 
 
 def ignored_note(at: AppTest) -> str:

@@ -1,0 +1,28 @@
+"""Helpers the page tests share: open a page as a link does, read what it says, check it raised nothing."""
+
+from __future__ import annotations
+
+from streamlit.testing.v1 import AppTest
+
+TIMEOUT = 120  # seconds a page run may take in a test (a loaded CI machine, a first page's imports)
+
+
+def open_page(page: str, query: dict | None = None, timeout: float = TIMEOUT) -> AppTest:
+    """Run app.py with the link's query parameters, then open `page`, as a link to it does."""
+    at = AppTest.from_file("../app.py", default_timeout=timeout)
+    for k, v in (query or {}).items():
+        at.query_params[k] = v
+    if page != "overview":
+        at.switch_page(f"pages/{page}.py")
+    return at.run()
+
+
+def texts(at: AppTest) -> str:
+    """Everything the page says in words: markdown, notices, captions and titles."""
+    parts = [m.value for m in at.markdown] + [e.body for e in at.info] + [e.body for e in at.error]
+    parts += [e.body for e in at.warning] + [c.value for c in at.caption] + [t.value for t in at.title]
+    return "\n".join(str(p) for p in parts)
+
+
+def no_exception(at: AppTest) -> None:
+    assert not at.exception, [e.message for e in at.exception]
