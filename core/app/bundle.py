@@ -36,6 +36,7 @@ from core.engine.models import load_checkpoint
 from core.engine.zoo import find_entry, model_dir
 from core.errors import LogitscopeError
 from core.storage import atomic_write
+from core.study import evidence
 from core.study.hyper import eps_grid, eval_attack, eval_data, hyper
 from core.study.recipes import (
     Recipe,
@@ -158,7 +159,7 @@ def _zoo_unavailable(r: Recipe) -> str | None:
 
 def _bring_up_to_date(todo: Sequence[tuple[Recipe, bool, bool]], data: DataSpec, train_data: DataSpec,
                       attack: AttackSpec, grid: Sequence[float], device, data_dir: str | None,
-                      report: Progress) -> None:
+                      report: Progress, ev: evidence.Evidence) -> None:
     """Make every (model, its grid logits?, its training-split logits?) of `todo` whole in the cache.
 
     A corrupt or missing checkpoint that will be packed is trained again (`ensure_model`), corrupt or
@@ -183,6 +184,10 @@ def _bring_up_to_date(todo: Sequence[tuple[Recipe, bool, bool]], data: DataSpec,
                     "--models.")
             get_grid(model_source(r, device, on_train, data_dir=data_dir), r.key, data, attack, grid, device,
                      on_batch=on_batch, data_dir=data_dir)
+        if grid_logits and not evidence.is_complete(r, data, ev) and (r.zoo is None or _zoo_unavailable(r) is None):
+            # the overview's robust accuracy, findings and masking check read these (AutoAttack at the findings' eps)
+            evidence.ensure(model_source(r, device, on_train, data_dir=data_dir), r, data, ev, device,
+                            lambda what, f, name=r.name: report(f"evidence for {name}: {what}", f), data_dir=data_dir)
         if train_logits and not entry_ok(r.key, train_data, None):
             report(f"recomputing the training-split logits of {r.name}", 0.0)
             get_or_compute(model_source(r, device, on_train, data_dir=data_dir), r.key, train_data, device=device,
@@ -215,7 +220,8 @@ def write_bundle(dataset: str, out: str | Path, names: str | Sequence[str] = "al
     for t in teachers:  # training-split logits that were never computed stay out, as before
         todo[t.key] = (t, t.key in shown_keys or _evaluated(t, data, attack, grid),
                        live and entry_path(t.key, train_data, None).is_file())
-    _bring_up_to_date(list(todo.values()), data, train_data, attack, grid, device, data_dir, report)
+    ev = evidence.evidence(dataset, norm, steps, data_dir=data_dir, grid=grid)
+    _bring_up_to_date(list(todo.values()), data, train_data, attack, grid, device, data_dir, report, ev)
 
     with tempfile.TemporaryDirectory(prefix="logitscope-bundle-") as staging, \
             Packer(cache_dir(), Path(staging)) as pack:
@@ -225,9 +231,9 @@ def write_bundle(dataset: str, out: str | Path, names: str | Sequence[str] = "al
                 return None
             return pack.add_file(checkpoint_path(r), lambda p: load_checkpoint(p, key=r.key))
 
-        def add_logits(r: Recipe, d: DataSpec, points: Sequence[float]) -> None:
+        def add_logits(r: Recipe, d: DataSpec, points: Sequence[float], by: AttackSpec = attack) -> None:
             for e in points:
-                a = _at(attack, e)
+                a = _at(by, e)
                 pack.add_file(entry_path(r.key, d, a), lambda p: _load_checked(p, r.key, d, a))
 
         models = []
@@ -235,6 +241,9 @@ def write_bundle(dataset: str, out: str | Path, names: str | Sequence[str] = "al
             report("packing the bundle", i / len(todo))
             if grid_logits:
                 add_logits(r, data, grid)
+                if evidence.is_complete(r, data, ev):  # a zoo model without its weights may lack them
+                    for by, points in ev.entries()[1:]:
+                        add_logits(r, data, [e for e in points if e > 0], by)
             if train_logits:
                 add_logits(r, train_data, [0.0])
             models.append(_model_entry(r, r.key in shown_keys, add_checkpoint(r)))
