@@ -37,17 +37,17 @@ def make_digits_bundle(out: Path) -> Path:
     from core.study.recipes import default_recipes, is_trained
 
     if all(is_trained(r) for r in default_recipes("digits")):
-        from core.study.report import reproduce
+        from core.study.precompute import precompute
 
-        reproduce("digits", seeds=(0,))  # computes any missing logits of the default grid (seconds when cached)
+        precompute("digits", default_recipes("digits"))  # any missing logits of the default grid (seconds when cached)
         return write_bundle("digits", out).path
     with tempfile.TemporaryDirectory() as tmp:
         old = os.environ.get("LOGITSCOPE_CACHE")
         os.environ["LOGITSCOPE_CACHE"] = tmp
         try:
-            from core.study.report import reproduce
+            from core.study.precompute import precompute
 
-            reproduce("digits", seeds=(0,))
+            precompute("digits", default_recipes("digits"))  # the study and its PGD grid (reproduce adds AutoAttack)
             return write_bundle("digits", out).path
         finally:
             if old is None:

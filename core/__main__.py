@@ -1,4 +1,5 @@
-"""The command line: `python -m core reproduce --dataset digits [--seeds N] [--eps LIST] [--json PATH]`,
+"""The command line: `python -m core reproduce --dataset digits [--seeds N] [--eps LIST] [--reliable fast|standard]
+[--reliable-eps LIST] [--json PATH]`,
 `python -m core datasets`, `python -m core zoo [--dataset D] [--threat T]`, `python -m core cache`,
 `python -m core precompute --dataset D [--models NAMES|all] [--zoo NAME ...]` and
 `python -m core bundle --dataset D --out PATH`.
@@ -36,6 +37,7 @@ def _eps_list(text: str) -> list[float]:
 
 MAX_COUNT = 10_000  # PGD steps (AttackSpec's own limit) and other counts
 MAX_SEEDS = 100     # each seed trains the whole study again
+MAX_WORKERS = 64    # worker processes of reproduce (each holds its own torch)
 
 
 def _positive(text: str, most: int = MAX_COUNT) -> int:
@@ -71,17 +73,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("reproduce", help="train (or reuse) the study's models and reproduce the paper's findings",
                        description="Train or reuse standard, PGD-AT, TRADES and distilled students; evaluate them "
-                                   "clean and under PGD over an epsilon grid; print the table and write a JSON report.")
+                                   "clean, under PGD over an epsilon grid (the fast attack: an upper bound on robust "
+                                   "accuracy) and under AutoAttack at the findings' epsilon (robust accuracy), with the "
+                                   "gradient-masking check; print the table and the findings' verdicts with their "
+                                   "intervals, and write a JSON report.")
     r.add_argument("--dataset", default="digits", help=f"dataset name ({', '.join(sorted(DATASETS))}), or your own "
                    "data as npz:<path> or folder:<path> (see `datasets`); default digits")
     r.add_argument("--arch", default=None, help="architecture of every model (e.g. preact_resnet18 on a GPU); "
                    "default: the dataset's")
     r.add_argument("--seeds", type=partial(_positive, most=MAX_SEEDS), default=1,
                    help=f"number of seeds (0..N-1) to train and average, at most {MAX_SEEDS}; default 1")
-    r.add_argument("--eps", type=_eps_list, default=None, help="comma-separated attack epsilons in pixel units "
-                   "(0 = clean is always added); default: the dataset's grid")
-    r.add_argument("--norm", choices=("linf", "l2"), default="linf", help="threat model of the evaluation attack")
+    r.add_argument("--eps", type=_eps_list, default=None, help="comma-separated epsilons of the PGD grid in pixel "
+                   "units (0 = clean is always added); default: the dataset's grid")
+    r.add_argument("--norm", choices=("linf", "l2"), default="linf", help="threat model of PGD and AutoAttack")
     r.add_argument("--steps", type=_positive, default=None, help="PGD steps of the evaluation attack; default 20")
+    r.add_argument("--reliable", choices=("fast", "standard"), default="fast", help="the AutoAttack version behind "
+                   "every robust accuracy: fast = APGD-CE + APGD-T (the default), standard = APGD-CE, APGD-T, FAB-T "
+                   "and Square (several times slower: a final number, or a model suspected of gradient masking)")
+    r.add_argument("--reliable-eps", type=_eps_list, default=None, metavar="LIST", help="comma-separated epsilons at "
+                   "which AutoAttack also runs, beside the findings' epsilon (each costs about 10 s per digits model "
+                   "on two CPU cores); default: the findings' epsilon only")
+    r.add_argument("--workers", type=partial(_positive, most=MAX_WORKERS), default=None, help="processes that "
+                   "train and evaluate models side by side, sharing the CPU cores out (1: this process alone); "
+                   "default: one per CPU core (at most 8), one thread each; on a GPU, this process alone")
     r.add_argument("--json", type=Path, default=None, help="write the report as JSON to this path")
     r.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     r.add_argument("--data-dir", default=None, help="folder with already-downloaded datasets in torchvision's layout "
@@ -110,6 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "is always added); default: the grid the app shows")
     pc.add_argument("--norm", choices=("linf", "l2"), default="linf", help="threat model of the evaluation attack")
     pc.add_argument("--steps", type=_positive, default=None, help="PGD steps of the evaluation attack; default 20")
+    pc.add_argument("--evidence", action="store_true", help="also each model's evidence (what the overview and "
+                    "reproduce state): AutoAttack at the findings' epsilon, margin-loss and unbounded PGD, and the "
+                    "default PGD grid the gradient-masking check reads; one unit per model, never in chunks "
+                    "(about 10 s per digits model on two CPU cores, far more for CIFAR-10 models without a GPU)")
+    pc.add_argument("--reliable", choices=("fast", "standard"), default="fast", help="with --evidence: the "
+                    "AutoAttack version (fast = APGD-CE + APGD-T; standard adds FAB-T and Square)")
+    pc.add_argument("--reliable-eps", type=_eps_list, default=None, metavar="LIST", help="with --evidence: more "
+                    "epsilons for AutoAttack beside the findings' epsilon")
     pc.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     pc.add_argument("--data-dir", default=None, help="folder with already-downloaded datasets in torchvision's layout")
     pc.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -140,13 +162,17 @@ def _progress_bar(quiet: bool):
     state = {"label": None, "bar": None}
 
     def update(label: str, fraction: float) -> None:
-        if label != state["label"]:
+        # "group | detail": one bar per group whose text is the detail (parallel work: one bar, changing text)
+        group, sep, detail = label.partition(" | ")
+        if group != state["label"]:
             if state["bar"] is not None:
                 state["bar"].close()
-            state["label"] = label
-            state["bar"] = tqdm(total=1000, desc=label, leave=False, file=sys.stderr,
-                                bar_format="{desc:44.44} {percentage:3.0f}%|{bar:24}| {elapsed}<{remaining}")
+            state["label"] = group
+            state["bar"] = tqdm(total=1000, desc=detail if sep else label, leave=False, file=sys.stderr,
+                                bar_format="{desc:56.56} {percentage:3.0f}%|{bar:24}| {elapsed}<{remaining}")
         bar = state["bar"]
+        if sep and bar.desc != detail:
+            bar.set_description_str(detail)
         bar.update(int(fraction * 1000) - bar.n)
 
     return update
@@ -162,9 +188,14 @@ def cmd_reproduce(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         parser.error(f"unknown architecture {args.arch!r}: choose one of {', '.join(sorted(ARCHS))}")
     _check_dataset(args, parser)
     try:
-        for e in args.eps or []:
-            check_eps(e, args.norm)
+        for flag, values in (("--eps", args.eps), ("--reliable-eps", args.reliable_eps)):
+            for e in values or []:
+                try:
+                    check_eps(e, args.norm)
+                except LogitscopeError as exc:
+                    raise LogitscopeError(f"{flag}: {exc}") from exc
         attack = eval_attack(args.dataset, args.norm, args.steps)
+        rep.plan(args.dataset, attack, args.eps, args.reliable, args.reliable_eps, args.data_dir)
     except LogitscopeError as exc:
         parser.error(str(exc))
     if args.json is not None:
@@ -175,7 +206,8 @@ def cmd_reproduce(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         parser.error(str(exc))
     recipes = partial(default_recipes, arch=args.arch) if args.arch else default_recipes
     result = rep.reproduce(args.dataset, range(args.seeds), args.eps, attack, device, args.data_dir,
-                           progress=_progress_bar(args.quiet), recipes=recipes)
+                           progress=_progress_bar(args.quiet), recipes=recipes, reliable=args.reliable,
+                           reliable_eps=args.reliable_eps, workers=args.workers)
     print(rep.format_report(result))
     if args.json is not None:
         try:
@@ -252,9 +284,15 @@ def cmd_precompute(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     from core.study import precompute as pc
 
     _check_dataset(args, parser)
+    if args.reliable_eps is not None and not args.evidence:
+        parser.error("--reliable-eps needs --evidence (AutoAttack runs only as part of the evidence)")
     try:
-        for e in args.eps or []:
-            check_eps(e, args.norm)
+        for flag, values in (("--eps", args.eps), ("--reliable-eps", args.reliable_eps)):
+            for e in values or []:
+                try:
+                    check_eps(e, args.norm)
+                except LogitscopeError as exc:
+                    raise LogitscopeError(f"{flag}: {exc}") from exc
         recipes = pc.select_models(args.dataset, args.models, args.zoo, args.threat)
     except LogitscopeError as exc:
         parser.error(str(exc))
@@ -264,13 +302,17 @@ def cmd_precompute(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         parser.error(str(exc))
     try:
         out = pc.precompute(args.dataset, recipes, args.eps, args.norm, args.steps, device, args.data_dir,
-                            progress=_progress_bar(args.quiet))
+                            progress=_progress_bar(args.quiet), evidence=args.evidence, reliable=args.reliable,
+                            reliable_eps=args.reliable_eps)
     except (Cancelled, KeyboardInterrupt):
         print("interrupted: every finished model and unit of logits is in the cache; run the same command again to "
               "resume where it stopped.", file=sys.stderr)
         return 130
     print(f"{args.dataset}: {len(out.models)} models x {len(out.grid)} epsilons ({out.attack.norm} PGD-"
           f"{out.attack.steps}, {out.data.split} split{'' if out.data.limit is None else f', first {out.data.limit}'})")
+    if out.evidence is not None:
+        eps = ", ".join(f"{e:g}" for e in out.evidence.reliable_eps if e > 0)
+        print(f"evidence: {out.evidence.reliable.describe()} at eps {eps}, and the gradient-masking check's attacks")
     print(f"computed {len(out.computed)} units, {len(out.skipped)} already cached"
           + (f"; trained {', '.join(out.trained)}" if out.trained else "") + f". Cache: {cache_dir()}")
     return 0

@@ -1,6 +1,7 @@
 """Shared fixtures. Every test runs against its own cache folder, never the user's `cache/`.
 
-`study_cache` trains the default digits study once per test session (about a minute on 2 cores)
+`study_cache` trains and evaluates the default digits study once per test session (about 100 s on
+2 cores: training, the PGD grid, then AutoAttack and the masking check's attacks at the findings' eps)
 into a session-wide folder. Set LOGITSCOPE_TEST_CACHE to a folder to keep it between runs while
 developing; CI leaves it unset, so every run starts from an empty cache.
 

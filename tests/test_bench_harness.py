@@ -58,3 +58,27 @@ def test_check_fails_only_on_a_regression_beyond_the_slack(monkeypatch, capsys):
     assert _run(monkeypatch, 4.0, "--check") == 0     # within 2x of the goal: noise on a shared machine
     assert _run(monkeypatch, 7.0, "--check") == 1     # beyond 2x: CI fails
     assert "REGRESSION: fake" in capsys.readouterr().err
+
+
+def test_quick_leaves_out_the_full_suite_only_cases_unless_named(monkeypatch, capsys):
+    ran = []
+
+    def case(name: str):
+        def run(quick: bool) -> list[Result]:
+            ran.append(name)
+            return [Result(name, 1.0, "s", None, None, "value <= 3", True)]
+        return run
+
+    monkeypatch.setattr(bench_main, "CASES", {"fast": case("fast"), "slow": case("slow")})
+    monkeypatch.setattr(cases, "FULL_ONLY", frozenset({"slow"}))
+    monkeypatch.setattr(cases, "WS", None)
+    assert bench_main.main(["--quick"]) == 0 and ran == ["fast"]
+    assert "skipping slow (full suite only)" in capsys.readouterr().err
+    assert bench_main.main([]) == 0 and ran == ["fast", "fast", "slow"]
+    assert bench_main.main(["--quick", "--only", "slow"]) == 0 and ran[-1] == "slow"
+
+
+def test_the_reliable_reproduce_case_is_registered_and_full_suite_only():
+    assert "reproduce_digits_reliable_seconds" in cases.CASES
+    assert cases.FULL_ONLY <= set(cases.CASES) and "reproduce_digits_reliable_seconds" in cases.FULL_ONLY
+    assert "reproduce_digits_seconds" not in cases.FULL_ONLY  # the quick suite keeps the training + PGD figure

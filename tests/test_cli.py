@@ -31,6 +31,7 @@ def _mtimes(cache: Path) -> dict:
 
 @pytest.mark.slow
 def test_reproduce_prints_writes_json_and_reuses_the_cache(study_cache, tmp_path):
+    reproduce_once_with_evidence(study_cache)  # the evidence is cached too: the runs below compute nothing
     before = _mtimes(study_cache)
     assert any(p.suffix == ".pt" for p in before) and any(p.suffix == ".safetensors" for p in before)
     reports = []
@@ -41,15 +42,53 @@ def test_reproduce_prints_writes_json_and_reuses_the_cache(study_cache, tmp_path
         assert "Traceback" not in proc.stderr
         for name in NAMES:
             assert name in proc.stdout
-        assert "Findings" in proc.stdout and "eps 0.3" in proc.stdout
+        assert "AutoAttack" in proc.stdout and "PGD-20 (upper bound)" in proc.stdout and "@0.3" in proc.stdout
+        assert "Findings at eps 0.1" in proc.stdout
         assert f"Report written to {path}" in proc.stdout
         reports.append(json.loads(path.read_text()))
     first, second = reports
     assert second["seconds"] < 10
     assert [m["name"] for m in first["models"]] == NAMES
     assert first["dataset"] == "digits" and first["eps"][0] == 0.0
-    assert [m["robust_accuracy"] for m in second["models"]] == [m["robust_accuracy"] for m in first["models"]]
+    for field in ("robust_accuracy", "robust_accuracy_interval", "pgd_accuracy", "masking"):
+        assert [m[field] for m in second["models"]] == [m[field] for m in first["models"]], field
+    assert second["findings"] == first["findings"]
+    for f in first["findings"]:  # every finding's verdict line, as format_findings writes it
+        assert f"{f['id']:<14} {f['verdict']}: {f['quantity']} ({f['attack']}): {f['effect']:+.3f}" in proc.stdout
     assert _mtimes(study_cache) == before  # nothing retrained, recomputed or rewritten
+
+
+def reproduce_once_with_evidence(cache: Path) -> None:
+    """The study's evidence in `cache` (computed once per cache; seconds when it is there)."""
+    proc = _run(["reproduce", "--dataset", "digits", "--quiet"], cache, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+
+
+# What pyautoattack says when it talks: its progress lines, its checks' warnings, and our forwarded log records.
+AUTOATTACK_CHATTER = ("initial accuracy", "robust accuracy after", "robust accuracy by", "successfully perturbed",
+                      "using custom version", "using standard version", "clean accuracy:", "perturbation:",
+                      "zero gradient", "AutoAttack: ", "auto-attack")
+
+
+@pytest.mark.slow
+def test_autoattack_runs_silently_behind_the_progress_bar(app_cache):
+    """A reproduce that runs AutoAttack (one model's entry missing) prints the report and nothing of pyautoattack's."""
+    from core.engine.logits import entry_path
+    from core.study.hyper import eval_data, reliable_attack
+    from core.study.recipes import default_recipes
+
+    reproduce_once_with_evidence(app_cache)
+    standard = default_recipes("digits")[0]
+    entry = entry_path(standard.key, eval_data("digits"), reliable_attack("digits").at(0.1))
+    assert entry.is_file()
+    entry.unlink()
+    proc = _run(["reproduce", "--dataset", "digits"], app_cache)  # progress bars on: they go to stderr
+    assert proc.returncode == 0, proc.stderr
+    assert entry.is_file()  # AutoAttack ran
+    for text in AUTOATTACK_CHATTER:
+        assert text not in proc.stdout and text not in proc.stderr, text
+    assert "Traceback" not in proc.stderr and "holds: " in proc.stdout
+    assert "AutoAttack seed 0 standard" in proc.stderr  # its progress went through the CLI's bar
 
 
 USAGE_ERRORS = {
@@ -58,8 +97,15 @@ USAGE_ERRORS = {
     "eps-linf-2": (["reproduce", "--eps", "2"], "[0, 1]"),
     "dataset": (["reproduce", "--dataset", "nope"], "digits"),
     "seeds-0": (["reproduce", "--seeds", "0"], "at least 1"),
+    "reliable-nonsense": (["reproduce", "--reliable", "nonsense"], "invalid choice: 'nonsense'"),
+    "reliable-eps-negative": (["reproduce", "--reliable-eps", "-0.1"], "--reliable-eps: epsilon must be a non-negative"),
+    "reliable-eps-abc": (["reproduce", "--reliable-eps", "0.1,abc"], "not a comma-separated list"),
+    "reliable-eps-linf-2": (["reproduce", "--reliable-eps", "2"], "[0, 1]"),
+    "reliable-eps-l2-1e6": (["reproduce", "--norm", "l2", "--reliable-eps", "1e6"], "beyond any image"),
+    "workers-0": (["reproduce", "--workers", "0"], "at least 1"),
+    "precompute-reliable-eps": (["precompute", "--reliable-eps", "0.2"], "needs --evidence"),
 }
-SUBPROCESS_CASES = ("eps-negative", "dataset")  # each subprocess pays for importing torch: two are enough
+SUBPROCESS_CASES = ("eps-negative", "dataset", "reliable-nonsense", "reliable-eps-negative")  # each imports torch
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +168,18 @@ def test_more_usage_errors_in_process(args, message, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "usage:" in err
+
+
+def test_parallel_progress_keeps_one_bar_whose_text_follows_the_work(capsys):
+    from core.__main__ import _progress_bar
+
+    bar = _progress_bar(False)
+    for label, fraction in [("reproduce | 0/2 models, train seed 0 standard", 0.1),
+                            ("reproduce | 0/2 models, AutoAttack seed 0 pgd-at", 0.4),
+                            ("reproduce | 1/2 models, AutoAttack seed 0 pgd-at", 0.9)]:
+        bar(label, fraction)
+    err = capsys.readouterr().err
+    assert "1/2 models, AutoAttack seed 0 pgd-at" in err and "reproduce |" not in err
 
 
 def test_json_path_that_is_a_directory_is_a_usage_error(tmp_path, capsys):

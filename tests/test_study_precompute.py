@@ -223,3 +223,38 @@ def test_units_another_process_computed_while_this_one_waited_count_as_cached(tr
     monkeypatch.setattr(logits, "get_grid", other_process_was_first)
     out = pc.precompute("digits", recipes, eps=[0.1])
     assert not out.computed and len(out.skipped) == 2
+
+
+def test_evidence_units_compute_the_plan_once_per_model(trained, attack_calls):
+    """--evidence: after a model's PGD units, one unit computes its evidence plan through evidence.ensure (AutoAttack
+    on the whole split, never chunked); a re-run skips it."""
+    from core.study import evidence
+
+    recipes = pc.select_models("digits", "standard")
+    out = pc.precompute("digits", recipes, eps=[0.1], evidence=True)
+    assert [u.kind for u in out.computed] == ["pgd", "pgd", "evidence"] and not out.skipped
+    assert out.evidence is not None and out.evidence.reliable.method == "autoattack-fast"
+    assert evidence.is_complete(recipes[0], out.data, out.evidence)
+    report = evidence.masking(recipes[0], out.data, out.evidence, 10)
+    assert report is not None and not report.flagged and report.reliable_acc[0.1] <= report.pgd_acc[0.1]
+    assert "AutoAttack at eps 0.1" in out.computed[-1].describe()
+    calls = len(attack_calls)
+    again = pc.precompute("digits", recipes, eps=[0.1], evidence=True)
+    assert not again.computed and [u.kind for u in again.skipped] == ["pgd", "pgd", "evidence"]
+    assert len(attack_calls) == calls
+
+
+def test_autoattack_is_never_computed_in_chunks():
+    from core.study.hyper import reliable_attack
+
+    unit = pc.Unit("standard", "k", 0.1, 0, 128, 3)
+    x, y = torch.zeros(360, 1, 8, 8), torch.zeros(360, dtype=torch.long)
+    with pytest.raises(LogitscopeError, match="cannot be computed chunk by chunk"):
+        pc._chunk(None, unit, x, y, reliable_attack("digits"), 64, lambda b, n: None, DataSpec("digits", "test"), "cpu")
+
+
+def test_the_command_line_reports_the_evidence_it_computed(trained, capsys):
+    assert main(["precompute", "--models", "standard", "--eps", "0.1", "--evidence", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "computed 3 units, 0 already cached" in printed
+    assert "evidence: Linf AutoAttack (APGD-CE + APGD-T, 100 iterations) at eps 0.1" in printed

@@ -4,7 +4,8 @@
 - `recipes` (recipes of the default study and the zoo, training a recipe once: `ensure_model`);
 - `evidence` (the attacks behind every stated number: AutoAttack at the findings' epsilon, the
   masking check's entries), `findings` (the five findings' verdicts with effects and intervals);
-- `report` (`python -m core reproduce`: the table and the findings);
+- `report` (`python -m core reproduce`: the numbers, intervals and findings), `report_text` (its
+  table), `parallel` (independent units in worker processes of one thread each);
 - `precompute` (resumable evaluation of many models, for bundles and big runs).
 
 May import: `core.config`, `core.storage`, `core.errors`, the engine and other study modules.

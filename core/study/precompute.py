@@ -5,11 +5,16 @@ The work is cut into units, and each unit lands in the cache as soon as it finis
 - one model at one epsilon on the evaluation split (one entry of `core.engine.logits`);
 - on big splits (more than `CHUNK_IMAGES` images), one model at one epsilon on one chunk of images,
   kept under cache/precompute/parts/ until the entry's last chunk is done and the chunks are joined.
+- with `evidence=True`, one model's evidence plan (`core.study.evidence`: AutoAttack at the findings'
+  epsilon, margin-loss and unbounded PGD, and the default PGD grid the masking check reads), computed
+  by `evidence.ensure` entry by entry on the whole split.
 A re-run plans the same units and skips those whose files exist and pass their checks (a corrupt or
 truncated entry or part counts as missing and is computed again), so an interruption (Ctrl-C, a lost
 machine) costs at most the unit in progress. Chunks start at multiples of the attack batch size and
 seed their random starts by absolute image index (`attack_grid(first_index=...)`), so a joined entry
 is exactly what `core.engine.logits.get_grid` computes in one pass, and what the app's pages recompute.
+Chunks are for PGD only: AutoAttack attacks the survivors epsilon by epsilon and seeds each run per
+batch, so a chunk of it would not be a piece of the whole-split entry; its entries are never chunked.
 
 Example:
     >>> recipes = select_models("cifar10", "standard,pgd-at", zoo=["Wong2020Fast"])
@@ -37,6 +42,8 @@ from core.engine.train import TrainProgress
 from core.engine.zoo import LOGITSCOPE_DATASETS, find_entry
 from core.errors import Cancelled, LogitscopeError
 from core.storage import atomic_write, verified
+from core.study import evidence as plans
+from core.study.evidence import Evidence
 from core.study.hyper import eps_grid, eval_attack, eval_data
 from core.study.recipes import Recipe, default_recipes, fast_at_recipe, model_source, remember_zoo, zoo_recipe
 
@@ -92,8 +99,11 @@ class Unit:
     stop: int
     chunks: int
     part: int = 0  # which chunk, 0-based
+    kind: str = "pgd"  # "pgd": one entry (or chunk) of the PGD grid; "evidence": the model's evidence plan
 
     def describe(self) -> str:
+        if self.kind == "evidence":
+            return f"{self.model}: AutoAttack at eps {self.eps:g} and the masking check's attacks"
         where = "" if self.chunks == 1 else f", chunk {self.part + 1}/{self.chunks}"
         return f"{self.model} at eps {self.eps:g}{where}"
 
@@ -109,6 +119,7 @@ class Outcome:
     computed: list[Unit] = field(default_factory=list)
     skipped: list[Unit] = field(default_factory=list)
     trained: list[str] = field(default_factory=list)
+    evidence: Evidence | None = None  # the evidence plan computed too, if asked for
 
 
 def _entry_attack(attack: AttackSpec, eps: float) -> AttackSpec | None:
@@ -182,26 +193,51 @@ def _join(units: list[Unit], data: DataSpec, attack: AttackSpec, labels: torch.T
     return True
 
 
+def _chunk(model: nn.Module, u: Unit, x: torch.Tensor, y: torch.Tensor, attack: AttackSpec, batch: int,
+           on_batch: Callable[[int, int], None], data: DataSpec, device: str | torch.device) -> None:
+    """Attack one chunk of images with PGD and keep it as a part (AutoAttack is refused: see the module docstring)."""
+    if attack.reliable:
+        raise LogitscopeError(f"{attack.describe()} cannot be computed chunk by chunk: it attacks the survivors "
+                              "epsilon by epsilon and seeds each run per batch, so a chunk would not be a piece of "
+                              "its whole-split entry. Compute it with evidence=True (`--evidence`), which runs it on "
+                              "the whole split.")
+    computed = attack_grid(model, x[u.start:u.stop].to(device), y[u.start:u.stop].to(device), attack,
+                           [u.eps], batch_size=batch, on_batch=on_batch, first_index=u.start)
+    _save_part(part_path(u, data, attack), computed[u.eps])
+
+
 def precompute(dataset: str, recipes: Sequence[Recipe], eps: Sequence[float] | None = None, norm: str = "linf",
                steps: int | None = None, device: str | torch.device = "cpu", data_dir: str | None = None,
                progress: Progress | None = None, cancel: Callable[[], bool] | None = None,
-               chunk_images: int = CHUNK_IMAGES) -> Outcome:
+               chunk_images: int = CHUNK_IMAGES, evidence: bool = False, reliable: str = "fast",
+               reliable_eps: Sequence[float] | None = None) -> Outcome:
     """Train what is missing and compute every unit not yet in the cache; see the module docstring.
 
-    `cancel` is polled before every unit and every training batch: returning True (or raising)
-    stops the run with Cancelled; finished units stay in the cache.
+    `evidence`: also each model's evidence plan (AutoAttack `reliable`, "fast" or "standard", at the
+    findings' epsilon and `reliable_eps`; the masking check's attacks), one unit per model after its
+    PGD units. `cancel` is polled before every unit and every training batch (and between AutoAttack's
+    batches): returning True (or raising) stops the run with Cancelled; finished units stay in the cache.
     """
     data, attack = eval_data(dataset), eval_attack(dataset, norm, steps)
     grid = with_clean(eps if eps is not None else eps_grid(dataset, norm, data_dir))
-    for e in grid:
+    for e in [*grid, *(reliable_eps or [])]:
         check_eps(e, norm)
+    ev = plans.evidence(dataset, norm, steps, reliable, attack.seed, reliable_eps, data_dir) if evidence else None
     x, y = load_dataset(dataset, data_dir).split(data)
     batch = cache.eval_batch_size(x.shape[1:], device)
     units = plan(recipes, grid, len(x), batch, chunk_images)
-    out = Outcome(data, attack, grid, [r.name for r in recipes])
+    if ev is not None:  # after each model's PGD units (plan's order is model by model)
+        units += [Unit(r.name, r.key, ev.eps, 0, len(x), 1, kind="evidence") for r in recipes]
+        units.sort(key=lambda u: [r.key for r in recipes].index(u.key))
+    by_key = {r.key: r for r in recipes}
+    out = Outcome(data, attack, grid, [r.name for r in recipes], evidence=ev)
     report = progress or (lambda what, fraction: None)
     stop = cancel or (lambda: False)
-    todo = [u for u in units if not is_done(u, data, attack)]  # for the progress labels: "unit 3/40"
+
+    def done(u: Unit) -> bool:
+        return plans.is_complete(by_key[u.key], data, ev) if u.kind == "evidence" else is_done(u, data, attack)
+
+    todo = [u for u in units if not done(u)]  # for the progress labels: "unit 3/40"
 
     def check() -> None:
         if stop():
@@ -209,7 +245,7 @@ def precompute(dataset: str, recipes: Sequence[Recipe], eps: Sequence[float] | N
 
     for r in recipes:
         mine = [u for u in units if u.key == r.key]
-        pending = [u for u in mine if not is_done(u, data, attack)]
+        pending = [u for u in mine if not done(u)]
         out.skipped += [u for u in mine if u not in pending]
         if not pending:
             if r.zoo is not None:
@@ -248,12 +284,13 @@ def precompute(dataset: str, recipes: Sequence[Recipe], eps: Sequence[float] | N
                 report(label, b / n)
 
             before = calls[0]
-            if u.chunks == 1:
+            if u.kind == "evidence":
+                plans.ensure(model, r, data, ev, device, cancel=stop, data_dir=data_dir,
+                             progress=lambda what, f, label=label: report(f"{label} ({what.partition(': ')[2]})", f))
+            elif u.chunks == 1:
                 cache.get_grid(model, u.key, data, attack, [u.eps], device, on_batch=on_batch, data_dir=data_dir)
             else:
-                computed = attack_grid(model(), x[u.start:u.stop].to(device), y[u.start:u.stop].to(device), attack,
-                                       [u.eps], batch_size=batch, on_batch=on_batch, first_index=u.start)
-                _save_part(part_path(u, data, attack), computed[u.eps])
+                _chunk(model(), u, x, y, attack, batch, on_batch, data, device)
                 _join([v for v in mine if v.eps == u.eps], data, attack, y.cpu())
             (out.computed if calls[0] > before else out.skipped).append(u)
             report(label, 1.0)

@@ -1,82 +1,230 @@
-"""The reproduction of the paper's three findings as one report (a JSON-able dict) and its table.
+"""The reproduction of the paper's findings as one report (a JSON-able dict) and its table.
 
-`reproduce` trains (or reuses) every default recipe for each seed, evaluates it clean and under
-PGD over the epsilon grid through the logits cache, and gathers the statistics; `format_report`
-turns the report into the readable table and the three findings the command line prints.
+`reproduce` trains (or reuses) every default recipe for each seed and evaluates it with the evidence
+plan (`core.study.evidence`): PGD over the epsilon grid (the fast attack the pages scrub, an upper
+bound on robust accuracy), AutoAttack at the findings' epsilon (the robust accuracy the report
+states), and margin-loss and unbounded PGD for the gradient-masking check. Every number is read back
+from the logits cache, says which attack made it, and comes with its 95% bootstrap interval over the
+test images (and seeds, `core.engine.stats`); the findings' verdicts come from `core.study.findings`.
+`format_report` (core.study.report_text) turns the report into the table and the findings' lines.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
+from functools import partial
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from core.config import AttackSpec, check_eps, with_clean
-from core.engine import analysis
-from core.engine.logits import get_grid
+from core.config import AttackSpec, DataSpec, check_eps, with_clean
+from core.engine import analysis, stats
+from core.engine.logits import LogitsRecord, get_grid
 from core.engine.models import load_checkpoint
-from core.engine.train import TrainProgress
-from core.study.hyper import eval_attack, eval_data, hyper
-from core.study.recipes import Recipe, default_recipes, ensure_model
+from core.errors import LogitscopeError
+from core.study import evidence, parallel
+from core.study.evidence import Evidence
+from core.study.hyper import eval_attack, eval_data
+from core.study.recipes import Recipe, checkpoint_path, default_recipes, ensure_model, is_trained
+from core.study.report_text import eps_label, format_report
+
+__all__ = ["reproduce", "plan", "evaluate_model", "format_report", "eps_label", "N_BOOT", "LEVEL"]
 
 Progress = Callable[[str, float], None]  # (what is running, fraction done in [0, 1])
 
 CORRELATION_PAIRS = (("standard", "pgd-at"), ("standard", "trades"), ("pgd-at", "trades"))
+N_BOOT = 2000   # bootstrap resamples per interval: the 2.5% tails of 2000 resamples move by < 0.005 between runs
+LEVEL = 0.95
+PER_IMAGE = {"clean_accuracy": "correct", "mean_max_logit": "max_logit", "mean_logit_gap": "logit_gap",
+             "mean_confidence": "confidence"}  # report field -> per-sample column; each gets an interval
+UPPER_BOUND = ("an upper bound on robust accuracy: PGD-20 is the fast attack, and a stronger one (AutoAttack) "
+               "finds adversarial examples it misses")
 
 
-def eps_label(eps: float) -> str:
-    return f"{eps:g}"
+def plan(dataset: str, attack: AttackSpec | None = None, eps_grid: Sequence[float] | None = None,
+         reliable: str = "fast", reliable_eps: Sequence[float] | None = None, data_dir: str | None = None) -> Evidence:
+    """The evidence plan of a report: PGD (`attack`, default the dataset's PGD-20) over `eps_grid` (default the
+    dataset's), AutoAttack (`reliable`: "fast" or "standard") at the findings' epsilon plus `reliable_eps`.
+
+    The findings' epsilon is the dataset's whatever the grid (`--eps` changes the PGD columns, not the
+    findings), so the report and the app's overview state the same numbers. Raises LogitscopeError for a bad
+    version or epsilon, before any work.
+    """
+    attack = attack or eval_attack(dataset)
+    for e in [*(eps_grid or []), *(reliable_eps or [])]:
+        check_eps(e, attack.norm)
+    ev = evidence.evidence(dataset, attack.norm, attack.steps, reliable, attack.seed, reliable_eps, data_dir)
+    return replace(ev, pgd=attack, grid=ev.grid if eps_grid is None else with_clean(eps_grid))
 
 
-def _model_entry(recipe: Recipe, seed: int, ckpt: str, grid: dict, teacher_clean=None) -> dict:
-    clean = grid[0.0]
-    stats = analysis.per_sample(clean.logits, clean.labels)
+def _interval(per_seed: Sequence[np.ndarray]) -> stats.Interval:
+    return stats.interval([np.asarray(v, dtype=np.float64) for v in per_seed], np.mean, N_BOOT, LEVEL)
+
+
+def _estimate(iv: stats.Interval) -> dict:
+    return {"estimate": iv.estimate, "interval": [iv.lo, iv.hi]}
+
+
+def _correct(rec: LogitsRecord) -> np.ndarray:
+    return (rec.logits.argmax(1) == rec.labels).numpy()
+
+
+def _model_entry(recipe: Recipe, seed: int, ckpt: str, clean: LogitsRecord, pgd: dict[float, LogitsRecord],
+                 robust: dict[float, LogitsRecord], masking: dict, ev: Evidence,
+                 teacher_clean: LogitsRecord | None) -> tuple[dict, dict]:
+    """(the model's JSON entry, its per-image values for intervals over seeds)."""
+    table = analysis.per_sample(clean.logits, clean.labels)
+    values = {field: table[col].to_numpy() for field, col in PER_IMAGE.items()}
+    values["robust"] = {eps_label(e): _correct(r) for e, r in sorted(robust.items()) if e > 0}
+    ivs = {field: _interval([values[field]]) for field in PER_IMAGE}
+    robust_ivs = {e: _interval([v]) for e, v in values["robust"].items()}
     entry = {
         "name": recipe.name, "role": recipe.role, "method": recipe.spec.train.method,
         "teacher": recipe.teacher.name if recipe.teacher else None, "manipulation": recipe.manipulation,
         "seed": seed, "key": recipe.key, "checkpoint": ckpt,
-        "clean_accuracy": analysis.accuracy(clean.logits, clean.labels),
-        "robust_accuracy": {eps_label(e): analysis.accuracy(r.logits, r.labels) for e, r in sorted(grid.items())},
-        "mean_max_logit": float(stats.max_logit.mean()), "mean_logit_gap": float(stats.logit_gap.mean()),
-        "mean_margin": float(stats.margin.mean()), "mean_confidence": float(stats.confidence.mean()),
-        "mean_entropy": float(stats.entropy.mean()),
+        "clean_accuracy": ivs["clean_accuracy"].estimate,
+        "clean_accuracy_interval": [ivs["clean_accuracy"].lo, ivs["clean_accuracy"].hi],
+        "robust_accuracy": {e: iv.estimate for e, iv in robust_ivs.items()},
+        "robust_accuracy_interval": {e: [iv.lo, iv.hi] for e, iv in robust_ivs.items()},
+        "robust_accuracy_attack": ev.reliable.describe(),
+        "pgd_accuracy": {eps_label(e): analysis.accuracy(r.logits, r.labels) for e, r in sorted(pgd.items()) if e > 0},
+        "pgd_accuracy_attack": f"{ev.pgd.describe()}: an upper bound",
     }
+    for field in PER_IMAGE:
+        if field != "clean_accuracy":
+            entry[field], entry[f"{field}_interval"] = ivs[field].estimate, [ivs[field].lo, ivs[field].hi]
+    entry.update(mean_margin=float(table.margin.mean()), mean_entropy=float(table.entropy.mean()), masking=masking)
     if teacher_clean is not None:
         entry["incorrect_order_agreement"] = float(analysis.incorrect_class_order_agreement(
             teacher_clean.logits, clean.logits, clean.labels).mean())
-    return entry
+    return entry, values
+
+
+def _masking(recipe: Recipe, data: DataSpec, ev: Evidence, n_classes: int) -> dict:
+    rep = evidence.masking(recipe, data, ev, n_classes)
+    if rep is None:  # ensure() has just computed every entry: only a file broken since then gets here
+        raise LogitscopeError(f"The evidence of {recipe.name} is missing from the cache right after it was computed: "
+                              "check the disk and run again.")
+    return {"flagged": rep.flagged, "reasons": list(rep.reasons),
+            "margin_pgd_accuracy": {eps_label(e): a for e, a in sorted((rep.margin_acc or {}).items()) if e > 0},
+            "unbounded_pgd_accuracy": rep.unbounded_acc, "autoattack_warnings": list(rep.warnings)}
+
+
+def _summary(models: list[dict], seen: dict[str, list[dict]]) -> dict:
+    """Per model name, over seeds: estimate and interval (hierarchical bootstrap: seeds, then images)."""
+    out = {}
+    for name, per in seen.items():
+        ms = [m for m in models if m["name"] == name]
+        s: dict = {"n_seeds": len(per)}
+        if len(per) == 1:  # one seed: the model's own intervals (the same bootstrap)
+            m = ms[0]
+            s.update({f: {"estimate": m[f], "interval": m[f"{f}_interval"]} for f in PER_IMAGE})
+            s["robust_accuracy"] = {e: {"estimate": a, "interval": m["robust_accuracy_interval"][e]}
+                                    for e, a in m["robust_accuracy"].items()}
+        else:
+            s.update({f: _estimate(_interval([p[f] for p in per])) for f in PER_IMAGE})
+            s["robust_accuracy"] = {e: _estimate(_interval([p["robust"][e] for p in per])) for e in per[0]["robust"]}
+        s["pgd_accuracy"] = {e: {"mean": float(np.mean([m["pgd_accuracy"][e] for m in ms])),
+                                 "std": float(np.std([m["pgd_accuracy"][e] for m in ms]))} for e in ms[0]["pgd_accuracy"]}
+        order = [m["incorrect_order_agreement"] for m in ms if "incorrect_order_agreement" in m]
+        s["incorrect_order_agreement"] = float(np.mean(order)) if order else None
+        s["masking_flagged"] = sum(bool(m["masking"]["flagged"]) for m in ms)
+        out[name] = s
+    return out
+
+
+def _evidence_labels(ev: Evidence) -> dict[str, str]:
+    """`evidence.ensure`'s attack descriptions -> short names for the progress bar."""
+    return {ev.pgd.describe(): f"PGD-{ev.pgd.steps}", ev.reliable.describe(): "AutoAttack",
+            ev.margin.describe(): "margin PGD", ev.unbounded.describe(): "unbounded PGD"}
+
+
+STAGE_SHARES = {"train": (0.0, 0.3), "PGD": (0.3, 0.07), "AutoAttack": (0.37, 0.55), "margin PGD": (0.92, 0.03),
+                "unbounded PGD": (0.95, 0.05), "finished": (1.0, 0.0)}  # (start, share) of a model's work on digits
+
+
+def evaluate_model(recipe: Recipe, data: DataSpec, ev: Evidence, device: str | torch.device, data_dir: str | None,
+                   report: Progress) -> dict:
+    """One model's unit of `reproduce`: train it if missing, PGD over the grid, then its evidence; all into the cache.
+
+    Returns {"checkpoint": path, "seconds": {"train", "pgd", "evidence"}}; `report(stage, fraction)` with
+    stage "train", "PGD", an evidence attack's short name ("AutoAttack", "margin PGD", "unbounded PGD"), then
+    "finished".
+    """
+    seconds = {}
+    t = time.perf_counter()
+    ckpt = ensure_model(recipe, device, lambda p: report("train", p.fraction), data_dir=data_dir)
+    seconds["train"], t = time.perf_counter() - t, time.perf_counter()
+    source = partial(load_checkpoint, ckpt, device, recipe.key)
+    get_grid(source, recipe.key, data, ev.pgd, ev.grid, device, on_batch=lambda d, n: report("PGD", d / n),
+             data_dir=data_dir)
+    seconds["pgd"], t = time.perf_counter() - t, time.perf_counter()
+    short = _evidence_labels(ev)
+
+    def on_evidence(what: str, fraction: float) -> None:
+        stage = short.get(what.partition(": ")[2], "")
+        if stage != short[ev.pgd.describe()]:  # the PGD grid is cached by now
+            report(stage, fraction)
+
+    evidence.ensure(source, recipe, data, ev, device, progress=on_evidence, data_dir=data_dir)
+    seconds["evidence"] = time.perf_counter() - t
+    report("finished", 1.0)
+    return {"checkpoint": str(ckpt), "seconds": seconds}
+
+
+def _unit_progress(units: Sequence[tuple[int, Recipe]], say: Progress) -> parallel.UnitProgress:
+    """Workers' (unit, stage, fraction) -> one bar: "reproduce | 3/10 models, AutoAttack seed 0 pgd-at"."""
+    done = [0.0] * len(units)
+
+    def on_unit(index: int, stage: str, fraction: float) -> None:
+        start, share = STAGE_SHARES.get(stage, (0.0, 0.0))
+        done[index] = max(done[index], start + share * min(max(fraction, 0.0), 1.0))
+        seed, recipe = units[index]
+        finished = sum(d >= 1.0 for d in done)
+        say(f"reproduce | {finished}/{len(units)} models, {stage} seed {seed} {recipe.name}", sum(done) / len(units))
+
+    return on_unit
 
 
 def reproduce(dataset: str = "digits", seeds: Sequence[int] = (0,), eps_grid: Sequence[float] | None = None,
               attack: AttackSpec | None = None, device: str | torch.device = "cpu", data_dir: str | None = None,
-              progress: Progress | None = None, recipes: Callable[[str, int], list[Recipe]] = default_recipes) -> dict:
-    """Train or reuse every recipe for every seed, evaluate clean and under PGD, return the report."""
+              progress: Progress | None = None, recipes: Callable[[str, int], list[Recipe]] = default_recipes,
+              reliable: str = "fast", reliable_eps: Sequence[float] | None = None, workers: int | None = None) -> dict:
+    """Train or reuse every recipe for every seed, evaluate it with the evidence plan (`plan`), return the report.
+
+    Each model is one unit (`evaluate_model`: training, PGD over the grid, AutoAttack and the masking
+    check's attacks), run by `workers` processes (default: one per CPU core, `core.study.parallel`;
+    teachers first); models whose entries are all cached need no unit. Every entry lands in the logits
+    cache, so a second run reads it all back in seconds. The report is then read from the cache.
+    """
     start = time.perf_counter()
-    attack = attack or eval_attack(dataset)
-    grid = with_clean(eps_grid if eps_grid is not None else hyper(dataset).eps_grid)
-    for e in grid:
-        check_eps(e, attack.norm)
-    test = eval_data(dataset)  # all test images, except for large datasets
+    ev = plan(dataset, attack, eps_grid, reliable, reliable_eps, data_dir)
+    data = eval_data(dataset)  # all test images, except for large datasets
     say = progress or (lambda what, frac: None)
-    models, correlations = [], []
-    for seed in seeds:
+    per_seed = [(seed, recipes(dataset, seed)) for seed in seeds]
+    todo = [(seed, r) for seed, chosen in per_seed for r in chosen
+            if not (is_trained(r) and evidence.is_complete(r, data, ev))]
+    todo.sort(key=lambda unit: unit[1].teacher is not None)  # teachers first: students wait for them otherwise
+    n_workers = workers or parallel.default_workers(device, len(todo))
+    results = parallel.run_units(evaluate_model, [(r, data, ev, device, data_dir) for _, r in todo], n_workers,
+                                 _unit_progress(todo, say))
+    stages = {k: sum(res["seconds"][k] for res in results) for k in ("train", "pgd", "evidence")}
+    t = time.perf_counter()
+    models, correlations, seen = [], [], {}
+    for seed, chosen in per_seed:
         clean_by_name = {}
-        for recipe in recipes(dataset, seed):
-            label = f"seed {seed} {recipe.name}"
-
-            def on_train(p: TrainProgress, label=label):
-                say(f"train {label}", p.fraction)
-
-            ckpt = ensure_model(recipe, device, on_train, data_dir=data_dir,
-                                on_start=lambda r, s=seed: say(f"train seed {s} {r.name}", 0.0))
-            records = get_grid(lambda p=ckpt, k=recipe.key: load_checkpoint(p, device, k), recipe.key, test, attack,
-                               grid, device,
-                               on_batch=lambda d, n, label=label: say(f"attack {label}", d / n), data_dir=data_dir)
-            clean_by_name[recipe.name] = records[0.0]
+        for recipe in chosen:
+            source = partial(load_checkpoint, checkpoint_path(recipe), device, recipe.key)
+            read = partial(get_grid, source, recipe.key, data, device=device, data_dir=data_dir)
+            pgd, robust = read(ev.pgd, ev.grid), read(ev.reliable, ev.reliable_eps)
+            clean = clean_by_name[recipe.name] = pgd[0.0]
             teacher_clean = clean_by_name.get(recipe.teacher.name) if recipe.teacher else None
-            models.append(_model_entry(recipe, seed, str(ckpt), records, teacher_clean))
+            entry, values = _model_entry(recipe, seed, str(checkpoint_path(recipe)), clean, pgd, robust,
+                                         _masking(recipe, data, ev, clean.logits.shape[1]), ev, teacher_clean)
+            models.append(entry)
+            seen.setdefault(recipe.name, []).append(values)
             if recipe.teacher is not None and teacher_clean is not None:
                 pairs = [(recipe.teacher.name, recipe.name)]
             else:
@@ -84,57 +232,15 @@ def reproduce(dataset: str = "digits", seeds: Sequence[int] = (0,), eps_grid: Se
             for a, b in pairs:
                 conf = [analysis.per_sample(clean_by_name[n].logits, clean_by_name[n].labels).confidence for n in (a, b)]
                 correlations.append({"a": a, "b": b, "seed": seed, **analysis.rank_correlation(*conf)})
-    return {"dataset": dataset, "eps": grid, "attack": attack.to_dict(), "seeds": list(seeds),
-            "seconds": time.perf_counter() - start, "models": models, "confidence_rank_correlation": correlations}
-
-
-def _agg(values: list[float], fmt: str) -> str:
-    if len(values) == 1:
-        return format(values[0], fmt)
-    return f"{format(float(np.mean(values)), fmt)}±{format(float(np.std(values)), fmt)}"
-
-
-def _mean(report: dict, name: str, field: str, eps: str | None = None) -> float:
-    vals = [m[field][eps] if eps else m[field] for m in report["models"] if m["name"] == name]
-    return float(np.mean(vals)) if vals else float("nan")
-
-
-def format_report(report: dict) -> str:
-    """The table (mean±std over seeds) and the three findings, as plain text."""
-    names = list(dict.fromkeys(m["name"] for m in report["models"]))
-    eps = [eps_label(e) for e in report["eps"] if e > 0]
-    head = ["model", "clean"] + [f"eps {e}" for e in eps] + ["max logit", "gap", "conf", "order"]
-    rows = []
-    for name in names:
-        ms = [m for m in report["models"] if m["name"] == name]
-        order = [m["incorrect_order_agreement"] for m in ms if "incorrect_order_agreement" in m]
-        rows.append([name, _agg([m["clean_accuracy"] for m in ms], ".3f")]
-                    + [_agg([m["robust_accuracy"][e] for m in ms], ".3f") for e in eps]
-                    + [_agg([m[f] for m in ms], ".2f") for f in ("mean_max_logit", "mean_logit_gap")]
-                    + [_agg([m["mean_confidence"] for m in ms], ".3f"), _agg(order, ".2f") if order else "-"])
-    widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
-    line = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-    out = [f"Logitscope reproduction on {report['dataset']}: {len(report['seeds'])} seed(s), "
-           f"{report['attack']['norm']} PGD-{report['attack']['steps']}, {report['seconds']:.1f} s",
-           "Accuracies on the clean test split and under PGD at each eps; statistics on clean inputs; "
-           "'order' = Kendall tau of the incorrect-class order against the teacher.", "",
-           line(head), line(["-" * w for w in widths])] + [line(r) for r in rows]
-    out += ["", "Findings:"]
-    s, a = "standard", "pgd-at"
-    if s in names and a in names:
-        out.append(f" 1. AT shrinks logits: mean max logit {_mean(report, s, 'mean_max_logit'):.2f} (standard) -> "
-                   f"{_mean(report, a, 'mean_max_logit'):.2f} (PGD-AT); mean logit gap "
-                   f"{_mean(report, s, 'mean_logit_gap'):.2f} -> {_mean(report, a, 'mean_logit_gap'):.2f}.")
-        cors = [c for c in report["confidence_rank_correlation"] if (c["a"], c["b"]) == (s, a)]
-        if cors:
-            out.append(f" 2. They disagree on which samples are confident: Spearman "
-                       f"{np.mean([c['spearman'] for c in cors]):.2f}, Kendall {np.mean([c['kendall'] for c in cors]):.2f} "
-                       "between the standard and PGD-AT confidences (1 would be the same ranking).")
-    students = [n for n in names if n.startswith(f"student:{a}:")]
-    mid = eps[len(eps) // 2 - 1] if eps else None
-    if students and mid:
-        parts = ", ".join(f"{n.split(':')[-1]} {_mean(report, n, 'robust_accuracy', mid):.3f}" for n in students)
-        ref = f"student:{s}:none"
-        base = f"; student of the standard teacher {_mean(report, ref, 'robust_accuracy', mid):.3f}" if ref in names else ""
-        out.append(f" 3. Robust accuracy at eps {mid} of students of the PGD-AT teacher, by manipulation: {parts}{base}.")
-    return "\n".join(out)
+    findings = [f.to_dict() for f in evidence.findings([chosen for _, chosen in per_seed], data, ev)]
+    summary = _summary(models, seen)
+    stages["statistics"] = time.perf_counter() - t
+    return {"dataset": dataset, "eps": list(ev.grid), "attack": ev.pgd.to_dict(), "attack_label": ev.pgd.describe(),
+            "pgd_accuracy_note": UPPER_BOUND, "reliable_attack": ev.reliable.to_dict(),
+            "reliable_attack_label": ev.reliable.describe(), "reliable_eps": [e for e in ev.reliable_eps if e > 0],
+            "finding_eps": ev.eps, "interval": {"level": LEVEL, "n_boot": N_BOOT, "method": (
+                "percentile bootstrap over the test images (with several seeds: over seeds, then images)")},
+            "n_images": len(next(iter(seen.values()))[0]["clean_accuracy"]) if seen else 0,
+            "seeds": list(seeds), "seconds": time.perf_counter() - start, "workers": n_workers if todo else 0,
+            "stage_seconds": stages, "models": models, "summary": summary, "findings": findings,
+            "confidence_rank_correlation": correlations}

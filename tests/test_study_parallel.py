@@ -1,0 +1,42 @@
+"""Units in worker processes (`core.study.parallel`): results in order, progress forwarded, failures raised here."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from core.errors import LogitscopeError
+from core.study import parallel
+
+
+def square(x: int, report) -> tuple[int, int]:
+    """A unit: reports its progress, returns its result and the process that computed it."""
+    report("half", 0.5)
+    if x < 0:
+        raise LogitscopeError(f"negative: {x}")
+    report("done", 1.0)
+    return x * x, os.getpid()
+
+
+def test_units_run_in_worker_processes_and_come_back_in_order():
+    seen = []
+    out = parallel.run_units(square, [(i,) for i in range(5)], workers=2,
+                             progress=lambda i, what, f: seen.append((i, what, f)))
+    assert [r for r, _ in out] == [0, 1, 4, 9, 16]
+    pids = {pid for _, pid in out}
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2
+    assert {(i, "done", 1.0) for i in range(5)} <= set(seen)
+
+
+def test_one_worker_runs_in_this_process_and_a_failure_is_raised_here():
+    out = parallel.run_units(square, [(2,), (3,)], workers=1)
+    assert out == [(4, os.getpid()), (9, os.getpid())]
+    with pytest.raises(LogitscopeError, match="negative: -1"):
+        parallel.run_units(square, [(1,), (-1,), (2,)], workers=2)
+
+
+def test_workers_follow_the_device_and_the_cores():
+    assert parallel.default_workers("cpu", 10) == min(parallel.cores(), parallel.MAX_WORKERS, 10)
+    assert parallel.default_workers("cpu", 1) == 1
+    assert parallel.default_workers("cuda", 10) == 1  # an accelerator is shared by one process
