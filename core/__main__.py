@@ -188,12 +188,7 @@ def cmd_reproduce(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         parser.error(f"unknown architecture {args.arch!r}: choose one of {', '.join(sorted(ARCHS))}")
     _check_dataset(args, parser)
     try:
-        for flag, values in (("--eps", args.eps), ("--reliable-eps", args.reliable_eps)):
-            for e in values or []:
-                try:
-                    check_eps(e, args.norm)
-                except LogitscopeError as exc:
-                    raise LogitscopeError(f"{flag}: {exc}") from exc
+        _check_eps_flags(args)
         attack = eval_attack(args.dataset, args.norm, args.steps)
         rep.plan(args.dataset, attack, args.eps, args.reliable, args.reliable_eps, args.data_dir)
     except LogitscopeError as exc:
@@ -256,6 +251,16 @@ def cmd_cache(args, parser) -> int:
     return 0
 
 
+def _check_eps_flags(args: argparse.Namespace) -> None:
+    """--eps and --reliable-eps against the norm: a LogitscopeError that names the flag."""
+    for flag, values in (("--eps", args.eps), ("--reliable-eps", args.reliable_eps)):
+        for e in values or []:
+            try:
+                check_eps(e, args.norm)
+            except LogitscopeError as exc:
+                raise LogitscopeError(f"{flag}: {exc}") from exc
+
+
 def _check_dataset(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """Usage errors for --data-dir and --dataset, before any work.
 
@@ -287,12 +292,7 @@ def cmd_precompute(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     if args.reliable_eps is not None and not args.evidence:
         parser.error("--reliable-eps needs --evidence (AutoAttack runs only as part of the evidence)")
     try:
-        for flag, values in (("--eps", args.eps), ("--reliable-eps", args.reliable_eps)):
-            for e in values or []:
-                try:
-                    check_eps(e, args.norm)
-                except LogitscopeError as exc:
-                    raise LogitscopeError(f"{flag}: {exc}") from exc
+        _check_eps_flags(args)
         recipes = pc.select_models(args.dataset, args.models, args.zoo, args.threat)
     except LogitscopeError as exc:
         parser.error(str(exc))
