@@ -3,7 +3,8 @@
 `fixtures/premove_cache` was written by the code as it was before core/ moved into layers
 (engine, study, app): `record.json` holds the keys and cache paths that code gave the default
 study's recipes, its evaluation attack and split, and `logits/` two entries it wrote (16 digits
-test images of an untrained standard model, clean and under PGD-20 at eps 0.1).
+test images of an untrained standard model, clean and under PGD-20 at eps 0.1). They are stored as
+`*.logits-entry` (safetensors files of logits, not weights) and copied under their cache names.
 """
 
 from __future__ import annotations
@@ -23,6 +24,14 @@ from core.study.recipes import checkpoint_path, default_recipes, fast_at_recipe
 
 FIXTURE = Path(__file__).parent / "fixtures" / "premove_cache"
 RECORD = json.loads((FIXTURE / "record.json").read_text())
+
+
+def _old_cache(cache):
+    """The entries the old code wrote, placed where it wrote them."""
+    for rel in RECORD["entries"].values():
+        source = (FIXTURE / rel).with_suffix(".logits-entry")
+        (cache / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, cache / rel)
 
 
 def _recipes():
@@ -46,7 +55,7 @@ def test_the_evaluation_attack_and_split_keep_their_keys():
 
 
 def test_entries_written_before_the_move_are_read_and_never_recomputed(isolated_cache):
-    shutil.copytree(FIXTURE / "logits", isolated_cache / "logits")
+    _old_cache(isolated_cache)
     std = _recipes()["0:standard"]
     data = DataSpec.from_dict(RECORD["data"])
     attack = AttackSpec.from_dict(RECORD["eval_attack"])
@@ -68,7 +77,7 @@ def test_entries_written_before_the_move_are_read_and_never_recomputed(isolated_
 
 @pytest.mark.parametrize("eps", ["0.0", "0.1"])
 def test_a_damaged_old_entry_counts_as_missing(isolated_cache, eps):
-    shutil.copytree(FIXTURE / "logits", isolated_cache / "logits")
+    _old_cache(isolated_cache)
     std = _recipes()["0:standard"]
     path = isolated_cache / RECORD["entries"][eps]
     path.write_bytes(path.read_bytes()[:-7])
