@@ -1,6 +1,12 @@
-"""Helpers the page tests share: open a page as a link does, read what it says, check it raised nothing."""
+"""Helpers the tests share: open a page as a link does, read what it says, check it raised nothing; point
+the cache at a folder for a block (session fixtures, which monkeypatch cannot serve)."""
 
 from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
 
 from streamlit.testing.v1 import AppTest
 
@@ -26,3 +32,17 @@ def texts(at: AppTest) -> str:
 
 def no_exception(at: AppTest) -> None:
     assert not at.exception, [e.message for e in at.exception]
+
+
+@contextmanager
+def using_cache(path: Path) -> Iterator[Path]:
+    """LOGITSCOPE_CACHE set to `path` inside the block, restored (or unset) after it."""
+    old = os.environ.get("LOGITSCOPE_CACHE")
+    os.environ["LOGITSCOPE_CACHE"] = str(path)
+    try:
+        yield path
+    finally:
+        if old is None:
+            os.environ.pop("LOGITSCOPE_CACHE", None)
+        else:
+            os.environ["LOGITSCOPE_CACHE"] = old

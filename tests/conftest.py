@@ -44,17 +44,12 @@ def _study_dir(tmp_path_factory) -> Path:
     root = os.environ.get("LOGITSCOPE_TEST_CACHE")
     path = Path(root) if root else tmp_path_factory.mktemp("study-cache")
     path.mkdir(parents=True, exist_ok=True)
-    old = os.environ.get("LOGITSCOPE_CACHE")
-    os.environ["LOGITSCOPE_CACHE"] = str(path)
-    try:
-        from core.study.report import reproduce
+    from apptest import using_cache
 
+    from core.study.report import reproduce
+
+    with using_cache(path):
         reproduce("digits", seeds=(0,))  # trains and evaluates every default recipe once
-    finally:
-        if old is None:
-            os.environ.pop("LOGITSCOPE_CACHE", None)
-        else:
-            os.environ["LOGITSCOPE_CACHE"] = old
     return path
 
 

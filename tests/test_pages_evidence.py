@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_pages import no_exception, open_page, texts
+from apptest import no_exception, open_page, texts, using_cache
 
 from core.app import jobs, prepare, views
 from core.app.overview import FINDING_MODELS
@@ -35,18 +35,11 @@ def _evidence_dir(_study_dir, tmp_path_factory) -> Path:
     root = os.environ.get("LOGITSCOPE_TEST_CACHE")
     path = Path(f"{root.rstrip('/')}-evidence") if root else tmp_path_factory.mktemp("evidence-cache")
     shutil.copytree(_study_dir, path, ignore=shutil.ignore_patterns("*.lock", "lab", "embeddings"), dirs_exist_ok=True)
-    old = os.environ.get("LOGITSCOPE_CACHE")
-    os.environ["LOGITSCOPE_CACHE"] = str(path)
-    try:
+    with using_cache(path):
         recipes = {r.name: r for r in default_recipes("digits")}
         data, ev = eval_data("digits"), evidence.evidence("digits")
-        for name in EVALUATED:  # computes only what is missing: nothing when the folder is kept between runs
+        for name in EVALUATED:  # computes only what is missing: the study's reproduce computed it already
             evidence.ensure(lambda r=recipes[name]: load_model(r), recipes[name], data, ev)
-    finally:
-        if old is None:
-            os.environ.pop("LOGITSCOPE_CACHE", None)
-        else:
-            os.environ["LOGITSCOPE_CACHE"] = old
     return path
 
 
