@@ -182,7 +182,7 @@ def start_lab(spec: lab.LabSpec, sel: views.Selection) -> jobs.Job:
     attack, grid = sel.attack(), sel.grid()
     if data.demo() is not None:  # the demo's limits: small data, few epochs, one job at a time, bundled teachers
         demo.check_lab(data.demo(), spec.epochs, is_trained(spec.teacher_recipe()),
-                  any(j.key != lab_job_key(spec, attack) for j in jobs.active()))
+                  any(j.key != lab_job_key(spec, attack) for j in jobs.active()), spec.replicates)
     return jobs.submit(lab_job_key(spec, attack), lambda jc: lab.run(jc, spec, attack, grid, data_dir=sel.data_dir),
                        f"Distilling {student.name}",
                        meta={"kind": "lab", "ident": ident(sel), "covers": frozenset({student.key})})

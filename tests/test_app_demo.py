@@ -110,7 +110,10 @@ def test_the_demo_limits_are_user_errors():
         core_demo.check_lab(demo, 1, False, False)
     with pytest.raises(LogitscopeError, match="one job at a time"):
         core_demo.check_lab(demo, 1, True, True)
+    with pytest.raises(LogitscopeError, match="at most 1 replicate"):
+        core_demo.check_lab(demo, 1, True, False, replicates=3)
     core_demo.check_lab(demo, 1, True, False)
+    core_demo.check_lab(demo, 1, True, False, replicates=1)
 
 
 def test_a_bundle_without_checkpoints_still_shows_its_logits(_study_dir, tmp_path, monkeypatch):

@@ -34,6 +34,7 @@ from core.storage import atomic_file
 
 ENV = DEMO_ENV
 LAB_MAX_EPOCHS = 20  # a digits student: 20 epochs take about 5 s on one CPU core
+LAB_MAX_REPLICATES = 1  # a replicate is three students (the run's and two baselines), each under AutoAttack
 DISABLED = ("training missing models and teachers", "computing logits under other attack settings",
             "downloading RobustBench models", "other datasets and data folders")
 
@@ -143,13 +144,17 @@ def _fetch(url: str) -> Path:
         return target
 
 
-def check_lab(demo: Demo, epochs: int, teacher_trained: bool, busy: bool) -> None:
+def check_lab(demo: Demo, epochs: int, teacher_trained: bool, busy: bool, replicates: int = 1) -> None:
     """Raise LogitscopeError unless the demo can run this distillation now."""
     if not demo.live_lab:
         raise LogitscopeError(f"Live distillation is off in this demo: {demo.dataset} is too large to train on its "
                               "small host. The run table shows the bundled runs; run the app locally to distil.")
     if epochs > LAB_MAX_EPOCHS:
         raise LogitscopeError(f"The demo distils at most {LAB_MAX_EPOCHS} epochs: lower the epochs.")
+    if replicates > LAB_MAX_REPLICATES:
+        raise LogitscopeError(f"The demo distils at most {LAB_MAX_REPLICATES} replicate per run (each replicate "
+                              "distils three students and attacks them with AutoAttack): set Replicates to 1, or run "
+                              "the app locally for intervals over seeds.")
     if not teacher_trained:
         raise LogitscopeError("This teacher is not in the demo's bundle, and the demo does not train teachers: "
                               "pick another teacher.")
