@@ -12,7 +12,8 @@ import torch
 from core.config import AttackSpec, TrainSpec
 from core.engine.attacks import pgd
 from core.engine.data import load_dataset
-from core.engine.models import ARCHS, autocast, build_model, load_checkpoint, resolve_device, save_checkpoint
+from core.engine.models import (ARCHS, build_model, cpu_has_native_bf16, load_checkpoint, resolve_device,
+                               save_checkpoint, train_autocast)
 from core.engine.train import fast_attack, train
 from core.errors import LogitscopeError
 from core.study.hyper import HYPER, OWN_DATA_HYPER, hyper
@@ -137,10 +138,14 @@ def test_resolve_device_on_this_machine():
             resolve_device("cuda:0")
 
 
-def test_autocast_is_a_no_op_off_cuda_and_bfloat16_on_cuda():
-    assert isinstance(autocast("cpu"), contextlib.nullcontext)
-    assert isinstance(autocast(torch.device("mps")), contextlib.nullcontext)
-    ctx = autocast("cuda")
+def test_training_autocast_is_bfloat16_where_native_else_a_no_op():
+    cpu = train_autocast("cpu")
+    if cpu_has_native_bf16():
+        assert isinstance(cpu, torch.autocast) and cpu.fast_dtype == torch.bfloat16
+    else:
+        assert isinstance(cpu, contextlib.nullcontext)
+    assert isinstance(train_autocast(torch.device("mps")), contextlib.nullcontext)
+    ctx = train_autocast("cuda")
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.bfloat16
     else:

@@ -38,6 +38,7 @@ from core.app.lab_table import (
 )
 from core.config import AttackSpec, DataSpec, demo_mode, stable_key, with_clean
 from core.engine import analysis, stats
+from core.engine.group import grouping_pays
 from core.engine.logits import LogitsRecord, get_grid
 from core.engine.models import load_checkpoint
 from core.engine.train import TrainProgress
@@ -45,7 +46,15 @@ from core.errors import LogitscopeError
 from core.storage import report_corrupt
 from core.study import evidence
 from core.study.hyper import eval_data, hyper
-from core.study.recipes import Recipe, default_recipes, ensure_model, is_trained, student_recipe, teacher_recipes
+from core.study.recipes import (
+    Recipe,
+    default_recipes,
+    ensure_model,
+    ensure_models,
+    is_trained,
+    student_recipe,
+    teacher_recipes,
+)
 
 __all__ = ["BASELINES", "MAX_REPLICATES", "STUDY_SEED", "LabSpec", "accuracy_long", "agreement_frame", "baselines",
            "default_spec", "delete_runs", "display_table", "evidence_fields", "interval_frame", "load_runs",
@@ -258,6 +267,12 @@ def run(ctx: JobContext, spec: LabSpec, attack: AttackSpec, grid: Sequence[float
             if ev is not None and _available(s)}
     progress = _Progress(ctx, len(replicas) * (TRAIN + GRID + RELIABLE) + GRID
                          + sum(len(v) for v in refs.values()) * (TRAIN + RELIABLE))
+    together = [r.recipe() for r in replicas] + [r for recipes in refs.values() for r in recipes]
+    if grouping_pays(device) and sum(not is_trained(r) for r in together) > 1:
+        progress.report(f"distilling {len(together)} students together")
+        ensure_models(together, device, cancel=lambda: ctx.cancelled, data_dir=data_dir, group=True,
+                      progress=lambda p: progress.report(f"distilling {len(together)} students together: epoch "
+                                                         f"{p.epoch}/{p.epochs}", p.fraction, 0.0))
     students = [_evaluate(r.recipe(), (attack, grid), ev, data, device, ctx, progress, data_dir) for r in replicas]
     teacher = spec.teacher_recipe()
     progress.report(f"evaluating the teacher {teacher.name}")

@@ -210,20 +210,8 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def autocast(device: str | torch.device) -> contextlib.AbstractContextManager:
-    """Mixed precision where it is safe: bfloat16 autocast on CUDA GPUs that support it, else a no-op.
-
-    bfloat16 keeps float32's exponent range, so nothing overflows or underflows and no gradient
-    scaler is needed; the same training and attack code then runs unchanged on CPU, MPS and CUDA.
-    GPUs without bfloat16 (before Ampere), CPU and MPS compute in float32.
-    """
-    device = torch.device(device)
-    if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 PRECISION_ENV = "LOGITSCOPE_ATTACK_PRECISION"  # "auto" (default) or "float32"
+TRAIN_PRECISION_ENV = "LOGITSCOPE_TRAIN_PRECISION"  # "auto" (default) or "float32"
 
 
 @lru_cache(maxsize=1)
@@ -258,9 +246,32 @@ def attack_autocast(device: str | torch.device) -> contextlib.AbstractContextMan
 
 def attack_dtype(device: str | torch.device) -> torch.dtype:
     """bfloat16 or float32: the precision `attack_autocast` gives an attack on this device."""
-    choice = os.environ.get(PRECISION_ENV, "auto").strip().lower() or "auto"
+    return _native_dtype(PRECISION_ENV, device)
+
+
+def train_dtype(device: str | torch.device) -> torch.dtype:
+    """bfloat16 or float32: the precision `train_autocast` gives a training step on this device."""
+    return _native_dtype(TRAIN_PRECISION_ENV, device)
+
+
+def train_autocast(device: str | torch.device) -> contextlib.AbstractContextManager:
+    """The precision of a training step's forward pass: bfloat16 autocast where the hardware computes it natively.
+
+    As `attack_autocast`, with its own switch LOGITSCOPE_TRAIN_PRECISION (auto or float32). The weights,
+    their gradients and Adam's state stay float32 (autocast casts a copy per operation), and bfloat16
+    keeps float32's exponent range, so no loss scaling is needed. On the default digits study the clean
+    and robust accuracies stay within the tolerance tests/test_engine_train.py states.
+    """
+    if train_dtype(device) == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
+def _native_dtype(env: str, device: str | torch.device) -> torch.dtype:
+    """bfloat16 where the device computes it natively (and `env` does not say float32), else float32."""
+    choice = os.environ.get(env, "auto").strip().lower() or "auto"
     if choice not in ("auto", "float32"):
-        raise LogitscopeError(f"{PRECISION_ENV}={choice!r} is not a precision: use auto or float32.")
+        raise LogitscopeError(f"{env}={choice!r} is not a precision: use auto or float32.")
     device = torch.device(device)
     if choice == "auto" and device.type == "cpu" and cpu_has_native_bf16():
         return torch.bfloat16

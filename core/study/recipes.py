@@ -7,25 +7,29 @@ key of their ModelSpec, so a recipe trained once is reused by every later run an
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from filelock import FileLock
 from torch import nn
 
-from core.config import AttackSpec, DataSpec, DistillSpec, ModelSpec, TrainSpec, cache_dir
+from core.config import AttackSpec, DataSpec, DistillSpec, ModelSpec, TrainSpec, cache_dir, stable_key
 from core.engine.data import dataset_folder, load_dataset
 from core.engine.distill import MANIPULATIONS
+from core.engine.group import grouping_pays
 from core.engine.logits import get_or_compute
-from core.engine.models import build_model, checkpoint_ok, load_checkpoint, save_checkpoint
-from core.engine.train import CancelFn, ProgressFn, train
+from core.engine.models import build_model, checkpoint_ok, load_checkpoint, save_checkpoint, train_dtype
+from core.engine.train import CancelFn, ProgressFn, shared_config, train_group
 from core.engine.zoo import LOGITSCOPE_DATASETS, load_zoo_model, logitscope_dataset, zoo_model_key, zoo_source
 from core.errors import LogitscopeError
 from core.storage import atomic_write, cache_lock, safe_part
 from core.study.hyper import hyper
+
+MAX_GROUP = 16  # models trained together at most: a group's activations grow with it
 
 
 @dataclass(frozen=True)
@@ -174,30 +178,88 @@ def ensure_model(recipe: Recipe, device: str | torch.device = "cpu", progress: P
     path = checkpoint_path(recipe)
     if checkpoint_ok(path, recipe.key):  # a corrupt, truncated or foreign file is reported once and trained again
         return path
-    teacher_logits = None
-    if recipe.teacher is not None:
-        teacher_path = ensure_model(recipe.teacher, device, progress, cancel, data_dir, on_start)
-        data = DataSpec(recipe.spec.dataset, "train", recipe.spec.train.train_limit)  # what the student sees
-        teacher = recipe.teacher
-        teacher_logits = get_or_compute(lambda: load_checkpoint(teacher_path, device, teacher.key), teacher.key, data,
-                                        device=device, data_dir=data_dir).logits
-    # Two processes (or sessions) training the same recipe: the second waits, then reuses the checkpoint;
-    # a cancelled job stops waiting. Training writes nothing until save_checkpoint's atomic rename.
-    with cache_lock(str(path) + ".lock", cancel):
-        if checkpoint_ok(path, recipe.key):
-            return path
-        if on_start is not None:
-            on_start(recipe)
-        ds = load_dataset(recipe.spec.dataset, data_dir)
-        torch.manual_seed(recipe.spec.train.seed)  # the initial weights are part of what the seed fixes
-        model = build_model(recipe.spec.arch, ds.shape, ds.num_classes, ds.mean, ds.std)
-        train(model, ds, recipe.spec.train, teacher_logits, device, progress, cancel)
-        save_checkpoint(path, model, {
-            "arch": recipe.spec.arch, "in_shape": list(ds.shape), "num_classes": ds.num_classes,
-            "mean": list(ds.mean), "std": list(ds.std), "classes": list(ds.classes),
-            "name": recipe.name, "role": recipe.role, "key": recipe.key, "spec": recipe.spec.to_dict(),
-        })
+    _train_together([recipe], device, progress, cancel, data_dir, on_start)
     return path
+
+
+def _teacher_logits(recipe: Recipe, device: str | torch.device, progress: ProgressFn | None, cancel: CancelFn | None,
+                    data_dir: str | None, on_start: Callable[[Recipe], None] | None) -> torch.Tensor | None:
+    """A student's teacher's clean logits on the training split it learns from (the teacher trained first)."""
+    if recipe.teacher is None:
+        return None
+    teacher = recipe.teacher
+    teacher_path = ensure_model(teacher, device, progress, cancel, data_dir, on_start)
+    data = DataSpec(recipe.spec.dataset, "train", recipe.spec.train.train_limit)  # what the student sees
+    return get_or_compute(lambda: load_checkpoint(teacher_path, device, teacher.key), teacher.key, data,
+                          device=device, data_dir=data_dir).logits
+
+
+def _train_together(recipes: Sequence[Recipe], device: str | torch.device, progress: ProgressFn | None,
+                    cancel: CancelFn | None, data_dir: str | None,
+                    on_start: Callable[[Recipe], None] | None) -> None:
+    """Train recipes of one group (`group_key`) in one pass and save each checkpoint as if trained alone.
+
+    Two processes (or sessions) training the same recipe: the second waits, then reuses the checkpoint;
+    a cancelled job stops waiting. Locks are taken in key order, so two groups sharing recipes cannot
+    deadlock. Training writes nothing until save_checkpoint's atomic rename.
+    """
+    teachers = [_teacher_logits(r, device, progress, cancel, data_dir, on_start) for r in recipes]
+    with contextlib.ExitStack() as locks:
+        for r in sorted(recipes, key=lambda r: r.key):
+            locks.enter_context(cache_lock(str(checkpoint_path(r)) + ".lock", cancel))
+        todo = [(r, t) for r, t in zip(recipes, teachers) if not checkpoint_ok(checkpoint_path(r), r.key)]
+        if not todo:
+            return
+        for r, _ in todo:
+            if on_start is not None:
+                on_start(r)
+        ds = load_dataset(todo[0][0].spec.dataset, data_dir)
+        nets = []
+        for r, _ in todo:
+            torch.manual_seed(r.spec.train.seed)  # the initial weights are part of what the seed fixes
+            nets.append(build_model(r.spec.arch, ds.shape, ds.num_classes, ds.mean, ds.std))
+        train_group(nets, ds, [r.spec.train for r, _ in todo], [t for _, t in todo], device, progress, cancel)
+        for (r, _), net in zip(todo, nets):
+            save_checkpoint(checkpoint_path(r), net, {
+                "arch": r.spec.arch, "in_shape": list(ds.shape), "num_classes": ds.num_classes,
+                "mean": list(ds.mean), "std": list(ds.std), "classes": list(ds.classes),
+                "name": r.name, "role": r.role, "key": r.key, "spec": r.spec.to_dict(),
+                "precision": str(train_dtype(device)).removeprefix("torch."), "trained_with": len(todo),
+            })
+
+
+def group_key(recipe: Recipe) -> str:
+    """Recipes with the same group key can train together: one architecture, dataset and training
+    configuration, differing only in seed and in what a student learns (`core.engine.train.train_group`)."""
+    shared = shared_config(recipe.spec.train)
+    return stable_key({"arch": recipe.spec.arch, "dataset": recipe.spec.dataset, "train": shared.to_dict()})
+
+
+def ensure_models(recipes: Sequence[Recipe], device: str | torch.device = "cpu", progress: ProgressFn | None = None,
+                  cancel: CancelFn | None = None, data_dir: str | None = None,
+                  on_start: Callable[[Recipe], None] | None = None, group: bool | None = None,
+                  max_group: int = MAX_GROUP) -> list[Path]:
+    """Every recipe's checkpoint path, training the missing ones (teachers first).
+
+    With `group` (default: `core.engine.group.grouping_pays(device)`, i.e. on CUDA), missing recipes of one
+    group (`group_key`: seeds of one recipe, students of one teacher under every manipulation, replicates
+    of a lab run) train together in one pass of `train_group`, at most `max_group` at a time; each
+    checkpoint is the one `ensure_model` would write. Otherwise one after another.
+    """
+    group = grouping_pays(device) if group is None else group
+    local = [r for r in recipes if r.zoo is None]
+    if group:
+        teachers = {r.teacher.key: r.teacher for r in local if r.teacher is not None}
+        if teachers:
+            ensure_models(list(teachers.values()), device, progress, cancel, data_dir, on_start, group, max_group)
+        by_group: dict[str, list[Recipe]] = {}
+        for r in local:
+            if not is_trained(r) and all(r.key != o.key for o in by_group.get(group_key(r), [])):
+                by_group.setdefault(group_key(r), []).append(r)
+        for members in by_group.values():
+            for i in range(0, len(members), max_group):
+                _train_together(members[i:i + max_group], device, progress, cancel, data_dir, on_start)
+    return [ensure_model(r, device, progress, cancel, data_dir, on_start) for r in local]
 
 
 def model_source(recipe: Recipe, device: str | torch.device = "cpu", progress: ProgressFn | None = None,

@@ -21,13 +21,14 @@ import torch
 
 from core.config import AttackSpec, DataSpec, check_eps, with_clean
 from core.engine import analysis, stats
+from core.engine.group import grouping_pays
 from core.engine.logits import LogitsRecord, get_grid
 from core.engine.models import load_checkpoint
 from core.errors import LogitscopeError
 from core.study import evidence, parallel
 from core.study.evidence import Evidence
 from core.study.hyper import eval_attack, eval_data
-from core.study.recipes import Recipe, checkpoint_path, default_recipes, ensure_model, is_trained
+from core.study.recipes import Recipe, checkpoint_path, default_recipes, ensure_model, ensure_models, is_trained
 from core.study.report_text import eps_label, format_report
 
 __all__ = ["reproduce", "plan", "evaluate_model", "format_report", "eps_label", "N_BOOT", "LEVEL"]
@@ -208,9 +209,18 @@ def reproduce(dataset: str = "digits", seeds: Sequence[int] = (0,), eps_grid: Se
             if not (is_trained(r) and evidence.is_complete(r, data, ev))]
     todo.sort(key=lambda unit: unit[1].teacher is not None)  # teachers first: students wait for them otherwise
     n_workers = workers or parallel.default_workers(device, len(todo))
+    if todo and grouping_pays(device):  # seeds and students of one teacher train together; units then find them
+        t = time.perf_counter()
+        say(f"reproduce | training {len(todo)} models in groups", 0.0)
+        ensure_models([r for _, r in todo], device, data_dir=data_dir, group=True,
+                      progress=lambda p: say(f"reproduce | training in groups: epoch {p.epoch}/{p.epochs}", 0.0))
+        grouped_seconds = time.perf_counter() - t
+    else:
+        grouped_seconds = 0.0
     results = parallel.run_units(evaluate_model, [(r, data, ev, device, data_dir) for _, r in todo], n_workers,
                                  _unit_progress(todo, say))
     stages = {k: sum(res["seconds"][k] for res in results) for k in ("train", "pgd", "evidence")}
+    stages["train"] += grouped_seconds
     t = time.perf_counter()
     models, correlations, seen = [], [], {}
     for seed, chosen in per_seed:
