@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from bench import cases
+from bench import cases, common
 from bench.cases import CASES
 
 # CI's threshold: these 2-core machines are shared and noisy (a busy neighbour halves a throughput), so only
@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"running {name} ...", file=sys.stderr, flush=True)
             results.extend(case(args.quick))
     finally:
-        if cases.WS is not None:
-            cases.WS.close()
+        if common.WS is not None:
+            common.WS.close()
     rows = [["name", "value", "unit", "reference", "ratio", "goal", "met"]]
     for r in results:
         rows.append([r.name, f"{r.value:.4g}", r.unit, "-" if r.reference is None else f"{r.reference:.4g}",

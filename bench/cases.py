@@ -2,100 +2,19 @@
 
 from __future__ import annotations
 
-import json
-import os
-import statistics
-import subprocess
-import sys
-import tempfile
-import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
+from bench import app_cases, study_cases
+from bench.common import Result, judge, median_time, ratio_row, workspace
 from bench.reference import reference_epoch, reference_pgd
 from core.config import AttackSpec
 from core.engine.attacks import attack_grid, pgd
 from core.engine.data import load_dataset
 from core.engine.logits import eval_batch_size
 from core.engine.models import ARCHS, attack_dtype, build_model
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-class Workspace:
-    """One temporary cache for the whole run: reproduce fills it, later cases read it warm."""
-
-    def __init__(self) -> None:
-        self._tmp = tempfile.TemporaryDirectory(prefix="logitscope-bench-")
-        self.cache = Path(self._tmp.name)
-        self.filled = False
-
-    def env(self) -> dict:
-        return {**os.environ, "LOGITSCOPE_CACHE": str(self.cache), "PYTHONPATH": str(ROOT)}
-
-    def activate(self) -> None:
-        os.environ["LOGITSCOPE_CACHE"] = str(self.cache)
-
-    def fill(self) -> None:
-        """Make sure the default digits study is trained and attacked over the PGD grid in this cache."""
-        if not self.filled:
-            subprocess.run([sys.executable, "-m", "core", "precompute", "--dataset", "digits", "--quiet"],
-                           cwd=ROOT, env=self.env(), check=True, capture_output=True)
-            self.filled = True
-
-    def close(self) -> None:
-        self._tmp.cleanup()
-
-
-WS: Workspace | None = None
-
-
-def workspace() -> Workspace:
-    global WS
-    if WS is None:
-        WS = Workspace()
-        WS.activate()
-    return WS
-
-
-@dataclass
-class Result:
-    name: str
-    value: float
-    unit: str
-    reference: float | None  # the reference's figure in the same unit, measured in this run
-    ratio: float | None      # how many times better than the reference (>1 is better)
-    goal: str                # e.g. "ratio >= 1.3" or "value <= 60"
-    met: bool
-    note: str = ""
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def judge(goal: str, value: float, ratio: float | None, slack: float = 1.0) -> bool:
-    """Whether a result meets its goal ("value <= 60", "ratio >= 1.3"); slack > 1 loosens the goal by
-    that factor (CI's `--check`: only a regression far beyond the noise of a shared machine fails)."""
-    what, op, target = goal.split()
-    x = ratio if what == "ratio" else value
-    if x is None:
-        return False
-    return x >= float(target) / slack if op == ">=" else x <= float(target) * slack
-
-
-def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def _resnet() -> nn.Module:
@@ -121,7 +40,7 @@ def pgd_throughput(quick: bool) -> list[Result]:
     ours = median_time(lambda: attack_grid(digits, x, y, spec, grid, batch_size=batch), 3)
     ref = median_time(lambda: [reference_pgd(digits, x, y, e, steps) for e in grid], 3)
     work = len(x) * len(grid) * steps
-    rows.append(_ratio_row("pgd_throughput", work / ours, work / ref, "img*steps/s",
+    rows.append(ratio_row("pgd_throughput", work / ours, work / ref, "img*steps/s",
                            f"digits CNN, {len(x)} images x 5 eps in batches of {batch}; reference: one eps at a time"))
 
     net = _resnet().eval()
@@ -132,14 +51,9 @@ def pgd_throughput(quick: bool) -> list[Result]:
     ours = median_time(lambda: pgd(net, xb, yb, spec), 2 if quick else 3)
     ref = median_time(lambda: reference_pgd(net, xb, yb, 8 / 255, steps), 2 if quick else 3)
     work = len(xb) * steps
-    rows.append(_ratio_row("pgd_throughput_resnet18", work / ours, work / ref, "img*steps/s",
+    rows.append(ratio_row("pgd_throughput_resnet18", work / ours, work / ref, "img*steps/s",
                            f"CIFAR ResNet-18, batch {len(xb)}"))
     return rows
-
-
-def _ratio_row(name: str, ours: float, ref: float, unit: str, note: str, goal: str = "ratio >= 1.3") -> Result:
-    ratio = ours / ref
-    return Result(name, ours, unit, ref, ratio, goal, judge(goal, ours, ratio), note)
 
 
 def pgd_roofline_fraction(quick: bool) -> list[Result]:
@@ -169,76 +83,6 @@ def pgd_roofline_fraction(quick: bool) -> list[Result]:
         note += f"; the attack runs in bfloat16 here: {achieved / peak16:.2f} of a bfloat16 matmul ({peak16 / 1e9:.0f} GFLOP/s)"
     return [Result("pgd_roofline_fraction", achieved / peak, "fraction", peak / 1e9, achieved / peak, goal,
                    judge(goal, achieved / peak, achieved / peak), note)]
-
-
-def _naive_study_seconds(quick: bool) -> float:
-    """The naive cost of the default digits study, from per-epoch costs measured now."""
-    from core.study.hyper import hyper
-    from core.study.recipes import default_recipes
-    from core.study.report import reproduce  # noqa: F401  (same import cost as the real run)
-
-    d = load_dataset("digits")
-    h = hyper("digits")
-    model = build_model("digits_cnn", d.shape, 10, d.mean, d.std)
-    std_epoch = median_time(lambda: reference_epoch(model, d.x_train, d.y_train), 2 if quick else 3)
-    at_epoch = median_time(lambda: reference_epoch(model, d.x_train, d.y_train, adversarial_eps=h.train_eps,
-                                                   steps=h.train_steps), 1 if quick else 2)
-    eval_one = median_time(lambda: [reference_pgd(model.eval(), d.x_test, d.y_test, e, h.eval_steps)
-                                    for e in h.eps_grid if e > 0], 1)
-    total = 0.0
-    for r in default_recipes("digits"):
-        method = r.spec.train.method
-        per = at_epoch * (1.3 if method == "trades" else 1.0) if method in ("pgd", "trades") else std_epoch
-        total += r.spec.train.epochs * per + eval_one
-    return total
-
-
-def reproduce_digits_seconds(quick: bool) -> list[Result]:
-    """The default digits study trained and attacked with PGD-20 over the grid, one seed, from an empty cache (the
-    workspace's): `python -m core precompute --dataset digits`, the work of `reproduce` before its evidence."""
-    naive = _naive_study_seconds(quick)
-    ws = workspace()
-    if ws.filled or any(ws.cache.iterdir()):
-        raise RuntimeError("reproduce_digits_seconds must run first, on the empty workspace cache")
-    t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "core", "precompute", "--dataset", "digits", "--quiet"],
-                   cwd=ROOT, env=ws.env(), check=True, capture_output=True)
-    seconds = time.perf_counter() - t
-    ws.filled = True
-    models = len(list((ws.cache / "models" / "digits").glob("*.pt")))
-    goal = "value <= 60"
-    return [Result("reproduce_digits_seconds", seconds, "s", naive, naive / seconds, goal, judge(goal, seconds, None),
-                   f"{models} models trained + PGD-20 over the grid (precompute; reproduce adds AutoAttack: "
-                   "reproduce_digits_reliable_seconds); reference = naive DataLoader loop, per-epoch costs measured now")]
-
-
-def _reproduce_reliable(name: str, seeds: int, goal_seconds: int) -> list[Result]:
-    """`python -m core reproduce --dataset digits --seeds N` from an empty cache of its own, timed."""
-    with tempfile.TemporaryDirectory(prefix="logitscope-bench-reliable-") as tmp:
-        out = Path(tmp) / "report.json"
-        env = {**workspace().env(), "LOGITSCOPE_CACHE": tmp}
-        t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "core", "reproduce", "--dataset", "digits", "--seeds", str(seeds),
-                        "--quiet", "--json", str(out)], cwd=ROOT, env=env, check=True, capture_output=True)
-        seconds = time.perf_counter() - t
-        report = json.loads(out.read_text())
-    one_by_one = sum(report["stage_seconds"][k] for k in ("train", "pgd", "evidence"))
-    verdicts = ", ".join(f"{f['id']} {f['verdict']}" for f in report["findings"])
-    goal = f"value <= {goal_seconds}"
-    return [Result(name, seconds, "s", one_by_one, one_by_one / seconds, goal, judge(goal, seconds, None),
-                   f"{len(report['models'])} models, {report['workers']} worker processes; reference = the same units "
-                   f"one after another (the sum of their own times); findings: {verdicts}")]
-
-
-def reproduce_digits_reliable_seconds(quick: bool) -> list[Result]:
-    """`python -m core reproduce --dataset digits`: the study with its evidence (AutoAttack at the findings' eps, the
-    masking check) and the findings' verdicts, one seed, from an empty cache of its own. Full suite only."""
-    return _reproduce_reliable("reproduce_digits_reliable_seconds", 1, 120)
-
-
-def reproduce_digits_3seeds_reliable_seconds(quick: bool) -> list[Result]:
-    """The same with `--seeds 3` (issue goal: five minutes). Full suite only."""
-    return _reproduce_reliable("reproduce_digits_3seeds_reliable_seconds", 3, 300)
 
 
 def distill_live_seconds(quick: bool) -> list[Result]:
@@ -303,73 +147,21 @@ def scrub_ms(quick: bool) -> list[Result]:
                    "histogram + KS summary + Altair spec for 2 models; reference = re-read and recompute per change")]
 
 
-_WARM = """
-import time, sys
-t = time.perf_counter()
-from streamlit.testing.v1 import AppTest
-at = AppTest.from_file(sys.argv[1], default_timeout=120)
-at.run()
-assert not at.exception, [e.message for e in at.exception]
-print(time.perf_counter() - t)
-"""
-
-
-def warm_start_seconds(quick: bool) -> list[Result]:
-    """The app from a warm cache to its first rendered page (AppTest, in a fresh process)."""
-    ws = workspace()
-    ws.fill()
-    blank = ws.cache / "blank_app.py"
-    blank.write_text("import streamlit as st\nst.title('blank')\n")
-
-    def measure(script: Path) -> float:
-        out = subprocess.run([sys.executable, "-c", _WARM, str(script)], cwd=ROOT, env=ws.env(), check=True,
-                             capture_output=True, text=True).stdout
-        return float(out.strip().splitlines()[-1])
-
-    repeats = 1 if quick else 3
-    value = statistics.median(measure(ROOT / "app.py") for _ in range(repeats))
-    ref = statistics.median(measure(blank) for _ in range(repeats))
-    goal = "value <= 3"
-    return [Result("warm_start_seconds", value, "s", ref, ref / value, goal, judge(goal, value, None),
-                   "process start to first rendered overview page; reference = a blank Streamlit page")]
-
-
-# Peak RSS of a process that imports the libraries alone. Linux: VmHWM, which starts afresh at exec;
-# ru_maxrss would keep the high-water mark of the forked copy of this (large) benchmark process.
-_FLOOR = """
-import resource, sys, torch, streamlit, pandas, altair
-try:
-    hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
-    print(int(hwm.split()[1]) / 1024)
-except OSError:
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 ** 2 if sys.platform == "darwin" else 1024))
-"""
-
-
-def demo_peak_rss(quick: bool) -> list[Result]:
-    """Peak memory of the hosted-demo mode serving a digits bundle, every page opened in Chromium."""
-    from bench.demo import demo_peak_rss_mb
-
-    workspace().fill()
-    value = demo_peak_rss_mb(quick)
-    floor = subprocess.run([sys.executable, "-c", _FLOOR], check=True, capture_output=True, text=True).stdout
-    ref = float(floor.strip().splitlines()[-1])
-    goal = "value <= 1000"
-    return [Result("demo_peak_rss_mb", value, "MB", ref, ref / value, goal, judge(goal, value, None),
-                   f"torch {torch.__version__}; reference = importing torch + streamlit alone (MB)")]
-
-
 CASES: dict[str, Callable[[bool], list[Result]]] = {
     "pgd_throughput": pgd_throughput,
     "pgd_roofline_fraction": pgd_roofline_fraction,
-    "reproduce_digits_seconds": reproduce_digits_seconds,
-    "reproduce_digits_reliable_seconds": reproduce_digits_reliable_seconds,
-    "reproduce_digits_3seeds_reliable_seconds": reproduce_digits_3seeds_reliable_seconds,
+    "precompute_digits_seconds": study_cases.precompute_digits_seconds,  # first: it fills the workspace cache
+    "train_throughput": study_cases.train_throughput,
+    "reproduce_digits_seconds": study_cases.reproduce_digits_seconds,
+    "reproduce_digits_3seeds_seconds": study_cases.reproduce_digits_3seeds_seconds,
     "distill_live_seconds": distill_live_seconds,
+    "lab_replicates_seconds": study_cases.lab_replicates_seconds,
     "scrub_ms": scrub_ms,
-    "warm_start_seconds": warm_start_seconds,
-    "demo_peak_rss_mb": demo_peak_rss,
+    "warm_start_seconds": app_cases.warm_start_seconds,
+    "app_findings_seconds": app_cases.app_findings_seconds,
+    "demo_peak_rss_mb": app_cases.demo_peak_rss,
 }
-# Cases `--quick` leaves out (name one with --only to run it anyway): AutoAttack on the ten digits models is
-# about a minute and a half of a quiet 2-core machine, which CI's quick suite (under 3 minutes) cannot spare.
-FULL_ONLY = frozenset({"reproduce_digits_reliable_seconds", "reproduce_digits_3seeds_reliable_seconds"})
+# Cases `--quick` leaves out (name one with --only to run it anyway): each trains and runs AutoAttack on ten or more
+# digits models, a minute and a half or more of a quiet 2-core machine, which CI's quick suite cannot spare.
+FULL_ONLY = frozenset({"reproduce_digits_seconds", "reproduce_digits_3seeds_seconds", "lab_replicates_seconds",
+                       "app_findings_seconds"})

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from bench import __main__ as bench_main
-from bench import cases
+from bench import cases, common
 from bench.cases import Result, judge
 
 
@@ -37,7 +37,7 @@ def _fake(value: float):
 
 def _run(monkeypatch, value: float, *argv: str) -> int:
     monkeypatch.setattr(bench_main, "CASES", {"fake": _fake(value)})
-    monkeypatch.setattr(cases, "WS", None)
+    monkeypatch.setattr(common, "WS", None)
     return bench_main.main(["--quick", *argv])
 
 
@@ -71,7 +71,7 @@ def test_quick_leaves_out_the_full_suite_only_cases_unless_named(monkeypatch, ca
 
     monkeypatch.setattr(bench_main, "CASES", {"fast": case("fast"), "slow": case("slow")})
     monkeypatch.setattr(cases, "FULL_ONLY", frozenset({"slow"}))
-    monkeypatch.setattr(cases, "WS", None)
+    monkeypatch.setattr(common, "WS", None)
     assert bench_main.main(["--quick"]) == 0 and ran == ["fast"]
     assert "skipping slow (full suite only)" in capsys.readouterr().err
     assert bench_main.main([]) == 0 and ran == ["fast", "fast", "slow"]
@@ -79,6 +79,9 @@ def test_quick_leaves_out_the_full_suite_only_cases_unless_named(monkeypatch, ca
 
 
 def test_the_reliable_reproduce_case_is_registered_and_full_suite_only():
-    assert "reproduce_digits_reliable_seconds" in cases.CASES
-    assert cases.FULL_ONLY <= set(cases.CASES) and "reproduce_digits_reliable_seconds" in cases.FULL_ONLY
-    assert "reproduce_digits_seconds" not in cases.FULL_ONLY  # the quick suite keeps the training + PGD figure
+    assert {"reproduce_digits_seconds", "train_throughput", "lab_replicates_seconds", "app_findings_seconds"} <= set(
+        cases.CASES)
+    assert cases.FULL_ONLY <= set(cases.CASES) and "reproduce_digits_seconds" in cases.FULL_ONLY
+    assert "precompute_digits_seconds" not in cases.FULL_ONLY  # the quick suite keeps the training + PGD figure
+    assert "train_throughput" not in cases.FULL_ONLY
+    assert list(cases.CASES).index("precompute_digits_seconds") < list(cases.CASES).index("distill_live_seconds")
