@@ -12,8 +12,15 @@ import torch
 from core.config import AttackSpec, TrainSpec
 from core.engine.attacks import pgd
 from core.engine.data import load_dataset
-from core.engine.models import (ARCHS, build_model, cpu_has_native_bf16, load_checkpoint, resolve_device,
-                               save_checkpoint, train_autocast)
+from core.engine.models import (
+    ARCHS,
+    build_model,
+    cpu_has_native_bf16,
+    load_checkpoint,
+    resolve_device,
+    save_checkpoint,
+    train_autocast,
+)
 from core.engine.train import fast_attack, train
 from core.errors import LogitscopeError
 from core.study.hyper import HYPER, OWN_DATA_HYPER, hyper
