@@ -40,3 +40,27 @@ def test_workers_follow_the_device_and_the_cores():
     assert parallel.default_workers("cpu", 10) == min(parallel.cores(), parallel.MAX_WORKERS, 10)
     assert parallel.default_workers("cpu", 1) == 1
     assert parallel.default_workers("cuda", 10) == 1  # an accelerator is shared by one process
+
+
+def sleepy(x: int, report) -> int:
+    """A unit that takes a while: long enough for a cancel to arrive while it runs."""
+    import time
+
+    for i in range(50):
+        report("sleeping", i / 50)
+        time.sleep(0.1)
+    return x
+
+
+def test_cancel_stops_the_workers_and_raises_cancelled():
+    import time
+
+    from core.errors import Cancelled
+
+    start = time.time()
+    with pytest.raises(Cancelled):
+        parallel.run_units(sleepy, [(i,) for i in range(4)], workers=2,
+                           cancel=lambda: time.time() - start > 3.0)
+    assert time.time() - start < 20  # the units would take 10 s each: they were stopped, not waited for
+    with pytest.raises(Cancelled):  # in this process too, between units
+        parallel.run_units(square, [(1,), (2,)], workers=1, cancel=lambda: True)

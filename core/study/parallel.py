@@ -26,6 +26,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from core.errors import Cancelled
+
 MAX_WORKERS = 8  # each worker holds its own torch (about 0.4 GB resident)
 POLL_SECONDS = 0.2  # how often the driver forwards the workers' progress
 UnitProgress = Callable[[int, str, float], None]  # (unit index, what it does now, fraction of that done)
@@ -72,18 +74,24 @@ def _drain(progress_queue, progress: UnitProgress | None) -> None:
 
 
 def run_units(fn: Callable[..., Any], units: Sequence[tuple], workers: int,
-              progress: UnitProgress | None = None) -> list:
+              progress: UnitProgress | None = None, cancel: Callable[[], bool] | None = None) -> list:
     """[fn(*unit, report=...) for unit in units] in `workers` processes (in this one if workers is 1).
 
     `report(what, fraction)` inside fn reaches `progress(unit index, what, fraction)` here, within
     POLL_SECONDS. Workers are spawned (not forked: safe with threads and on every platform), use
     cores() // workers threads each, and inherit this process's environment (the cache folder). The
     first unit that raises stops the run: units not started are cancelled, running ones finish, and its
-    exception is raised here.
+    exception is raised here. `cancel` is polled as often: when it says so the workers are stopped at
+    once (what they finished is in the cache, writes are atomic) and Cancelled is raised.
     """
     say = progress or (lambda index, what, fraction: None)
     if workers <= 1 or len(units) <= 1:
-        return [fn(*u, report=lambda what, fraction, i=i: say(i, what, fraction)) for i, u in enumerate(units)]
+        out = []
+        for i, u in enumerate(units):
+            if cancel is not None and cancel():
+                raise Cancelled("cancelled")
+            out.append(fn(*u, report=lambda what, fraction, i=i: say(i, what, fraction)))
+        return out
     ctx = mp.get_context("spawn")
     progress_queue = ctx.Queue()
     pool = ProcessPoolExecutor(min(workers, len(units)), mp_context=ctx, initializer=_init,
@@ -97,9 +105,11 @@ def run_units(fn: Callable[..., Any], units: Sequence[tuple], workers: int,
             _drain(progress_queue, progress)
             for f in done:
                 f.result()  # the first failure stops the run
+            if cancel is not None and cancel():
+                raise Cancelled("cancelled")
         _drain(progress_queue, progress)
         return [f.result() for f in futures]
-    except KeyboardInterrupt:  # stop the workers now: what they finished is in the cache, writes are atomic
+    except (KeyboardInterrupt, Cancelled):  # stop the workers now: what they finished is in the cache
         for process in list(getattr(pool, "_processes", {}).values()):
             process.terminate()
         raise
