@@ -100,7 +100,7 @@ def _evidence_state(ctx: Ctx, recipes: Sequence[Recipe]) -> str:
     """What the evidence of these recipes reads: their keys, how far each is computed, the plan, the cache."""
     sel, ev = ctx.sel, ctx.sel.evidence()
     data = sel.data()
-    state = [(r.key, is_trained(r), overview.finding_ready(r, data, ev), evidence.is_complete(r, data, ev))
+    state = [(r.key, is_trained(r), overview.finding_entries(r, data, ev), evidence.is_complete(r, data, ev))
              for r in recipes]
     return stable_key({"ident": waiting.ident(sel), "plan": prepare.evidence_key(ev), "state": state})
 

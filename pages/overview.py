@@ -40,20 +40,22 @@ with ui.guard():
     ev = sel.evidence()
     demo = ctx.demo is not None
     found = cached.model_evidence(ctx)
+    per_seed = cached.seed_recipes(ctx)
+    shown = overview.findings_state(per_seed, sel.data(), ev)  # read before the findings, so no entry goes unseen
     view = cached.findings(ctx)
     with st.container(border=True):
         st.markdown(f"**The findings in this cache** ({sel.dataset}, the default study, {ctx.seeds} "
-                    f"seed{'' if ctx.seeds == 1 else 's'} asked; robust accuracy under {view.attack}). A finding "
-                    "**holds** when the 95% interval of its effect lies on the claimed side, is **reversed** when it "
-                    "lies on the other side, and is **not resolved** when it straddles no effect: more seeds narrow "
-                    "it. *What the verdicts mean* in the README says more.")
+                    f"seed{'' if ctx.seeds == 1 else 's'} asked; robust accuracy under {view.attack}"
+                    f"{', or provisionally under PGD where it is not computed yet' if view.provisional else ''}). "
+                    "A finding **holds** when the 95% interval of its effect lies on the claimed side, is **reversed** "
+                    "when it lies on the other side, and is **not resolved** when it straddles no effect: more seeds "
+                    "narrow it. *What the verdicts mean* in the README says more.")
         for line in view.lines:
             st.markdown(line)
         for line in view.waiting:
             st.caption(line)
         if view.missing_seeds and not demo:
-            more = [r for s, recipes in enumerate(cached.seed_recipes(ctx)) if s in view.missing_seeds
-                    for r in recipes]
+            more = [r for s, recipes in enumerate(per_seed) if s in view.missing_seeds for r in recipes]
             n = len(view.missing_seeds)
             running = waiting.evidence_job(sel, more)
             if running is not None:
@@ -68,8 +70,13 @@ with ui.guard():
                 st.rerun()
 
     st.subheader("Models")
+
+    def findings_changed() -> bool:
+        """A finding can say more: an entry it reads was written since this run read them (a few file checks)."""
+        return overview.findings_state(per_seed, sel.data(), ev) != shown
+
     for job in jobs.active():  # the first-run training, or whatever another page started
-        waiting.show_job(job)
+        waiting.show_job(job, findings_changed)
     started = jobs.get(st.session_state.get(STARTED, ""))
     if started is not None and not started.snapshot().active:  # failed or cancelled: say so here
         waiting.show_job(started)

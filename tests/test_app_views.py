@@ -160,7 +160,8 @@ def test_findings_on_an_empty_cache_say_what_each_waits_for():
     view = overview.findings_view(per_seed, sel.data(), sel.evidence())
     assert view.lines == () and view.missing_seeds == (1, 2) and view.seeds_asked == 3
     text = "\n".join(view.waiting)
-    assert "**1 and 2** are not stated yet: they wait for AutoAttack at eps 0.1 on `pgd-at`, `standard`" in text
+    assert "**1 and 2** are not stated yet: they wait for the clean logits of `pgd-at`, `standard`" in text
+    assert "**3a** is not stated yet: it waits for AutoAttack at eps 0.1 on `student:pgd-at:none`" in text
     assert "not trained yet" in text and "`student:standard:none`" in text
     assert "Seeds 1, 2 of the 3 asked are not trained and evaluated yet" in text
 

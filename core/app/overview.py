@@ -2,8 +2,10 @@
 
 Robust accuracy is the reliable attack's (AutoAttack at the findings' eps, `core.study.evidence`); the
 PGD grid's accuracy at the sidebar's eps is shown beside it, labelled as PGD and an upper bound. The
-findings are read from the cache for the default study of seeds 0..N-1 (`seed_recipes`); a finding
-whose models are not evaluated yet is not stated, and `FindingsView.waiting` says what it waits for.
+findings are read from the cache for the default study of seeds 0..N-1 (`seed_recipes`), each as soon
+as what it reads is cached: 1 and 2 need clean logits only; a 3 whose AutoAttack entries are missing is
+stated provisionally from PGD at the findings' eps, labelled so, until they are there. A finding not
+stated yet (or provisional) is listed in `FindingsView.waiting` with what it waits for.
 """
 
 from __future__ import annotations
@@ -22,12 +24,9 @@ from core.engine.logits import entry_ok, get_grid
 from core.errors import LogitscopeError
 from core.study import evidence
 from core.study.evidence import Evidence
-from core.study.findings import AT, ROBUSTNESS, STANDARD, Finding
+from core.study.findings import FINDING_MODELS, NEEDS, ROBUST_IDS, Finding  # the pages read the first two here too
 from core.study.recipes import Recipe, default_recipes, is_trained
 
-NEEDS: dict[str, tuple[str, ...]] = {  # finding id -> the models it compares
-    "1": (AT, STANDARD), "2": (AT, STANDARD), **{fid: (better, worse) for fid, better, worse, *_ in ROBUSTNESS}}
-FINDING_MODELS = tuple(dict.fromkeys(n for names in NEEDS.values() for n in names))
 WHAT = {  # finding id -> the difference it measures, for a reader
     "3a": "student of PGD-AT minus the student of the standard model",
     "3b-confidence": "student of PGD-AT minus the global-confidence student",
@@ -109,12 +108,28 @@ def seed_recipes(dataset: str, seeds: int, seed0: Mapping[str, Recipe] | None = 
 
 
 def finding_ready(recipe: Recipe, data: DataSpec, ev: Evidence) -> bool:
-    """What a finding reads of a model is cached: its clean logits and the reliable attack's at the findings' eps."""
+    """All a finding reads of a model is cached: its clean logits and the reliable attack's at the findings' eps."""
     return entry_ok(recipe.key, data, None) and entry_ok(recipe.key, data, ev.reliable.at(ev.eps))
+
+
+def finding_entries(recipe: Recipe, data: DataSpec, ev: Evidence) -> tuple[bool, bool, bool]:
+    """Which entries the findings read of a model are cached: (clean logits, PGD at the findings' eps, the reliable
+    attack's there). A few file checks: what the findings box is cached by, and what tells it to refresh."""
+    return (entry_ok(recipe.key, data, None), entry_ok(recipe.key, data, ev.pgd.at(ev.eps)),
+            entry_ok(recipe.key, data, ev.reliable.at(ev.eps)))
+
+
+def findings_state(per_seed: Sequence[Sequence[Recipe]], data: DataSpec, ev: Evidence) -> tuple:
+    """`finding_entries` of every model of `per_seed`: when it changes, so may the findings box."""
+    return tuple(finding_entries(r, data, ev) for recipes in per_seed for r in recipes)
 
 
 def _iv(lo: float, hi: float, fmt: str) -> str:
     return f"[{lo:{fmt}}, {hi:{fmt}}]"
+
+
+def _pgd(ev: Evidence) -> str:
+    return f"PGD-{ev.pgd.steps}"
 
 
 def finding_numbers(f: Finding, ev: Evidence) -> str:
@@ -130,6 +145,10 @@ def finding_numbers(f: Finding, ev: Evidence) -> str:
     elif f.id == "2":
         text = (f"Spearman correlation of the PGD-AT and standard confidences minus that of two standard models of "
                 f"different seeds, {clean}: **{f.effect:+.3f}** {_iv(*f.interval, '+.3f')}")
+    elif f.id in WHAT and f.provisional:
+        text = (f"{WHAT[f.id]}, accuracy under {ev.pgd.describe()} at eps {ev.eps:g}, each an upper bound on robust "
+                f"accuracy (provisional: {ev.reliable.describe()} at eps {ev.eps:g} is not computed yet): "
+                f"**{f.effect:+.3f}** {_iv(*f.interval, '+.3f')}")
     elif f.id in WHAT:
         text = (f"{WHAT[f.id]}, robust accuracy under {ev.reliable.describe()} at eps {ev.eps:g}: "
                 f"**{f.effect:+.3f}** {_iv(*f.interval, '+.3f')}")
@@ -140,9 +159,10 @@ def finding_numbers(f: Finding, ev: Evidence) -> str:
 
 
 def finding_line(f: Finding, ev: Evidence) -> str:
-    """Markdown: the id and verdict, the numbers, then the claim."""
+    """Markdown: the id and verdict (a provisional one says under which attack), the numbers, then the claim."""
     note = f" ({f.note})" if f.note else ""
-    return f"**{f.id} \u2014 {f.verdict}:** {finding_numbers(f, ev)}{note}.  \n*{f.claim}*"
+    verdict = f"{f.verdict} under {_pgd(ev)}, provisionally" if f.provisional else f.verdict
+    return f"**{f.id} \u2014 {verdict}:** {finding_numbers(f, ev)}{note}.  \n*{f.claim}*"
 
 
 @dataclass(frozen=True)
@@ -150,41 +170,54 @@ class FindingsView:
     """The findings box: one markdown paragraph per stated finding, and what the others wait for."""
 
     lines: tuple[str, ...]
-    waiting: tuple[str, ...]        # in words: what a finding not stated (or a seed left out) waits for
+    waiting: tuple[str, ...]        # in words: what a finding not stated (or provisional, or a seed left out) waits for
     seeds_asked: int
     missing_seeds: tuple[int, ...]  # seeds > 0 whose models are not all trained and evaluated
     attack: str                     # the reliable attack at the findings' eps, described
+    provisional: tuple[str, ...] = ()  # the ids stated from PGD for now (an upper bound), AutoAttack missing
 
 
 def _names(recipes: Sequence[Recipe]) -> str:
     return ", ".join(f"`{r.name}`" for r in recipes)
 
 
+def _waits_for(fid: str, models: Sequence[Recipe], provisional: bool, data: DataSpec, ev: Evidence) -> str:
+    """What a finding not stated (or stated provisionally) waits for, in words, from seed 0's models."""
+    if fid in ROBUST_IDS:
+        need = [r for r in models if not entry_ok(r.key, data, ev.reliable.at(ev.eps))]
+        why = f"AutoAttack at eps {ev.eps:g} on {_names(need)}" if need else "its models in this study"
+        if provisional:
+            return f"{why} (stated under {_pgd(ev)} for now)"
+    else:
+        need = [r for r in models if not entry_ok(r.key, data, None)]
+        why = f"the clean logits of {_names(need)}" if need else "its models in this study"
+    untrained = [r for r in need if not is_trained(r)]
+    return why + (f" ({_names(untrained)} not trained yet)" if untrained else "")
+
+
 def findings_view(per_seed: Sequence[Sequence[Recipe]], data: DataSpec, ev: Evidence) -> FindingsView:
-    """The findings' verdicts from the cache (`evidence.findings`), and for the rest what is missing.
+    """The findings' verdicts from the cache (`evidence.findings`, provisional ones included), and for the rest
+    what is missing.
 
     per_seed[s]: the findings' recipes of seed s (`seed_recipes`). Reads only: nothing is computed.
     """
-    found = evidence.findings(per_seed, data, ev)
-    lines = tuple(finding_line(f, ev) for f in found)
+    found = {f.id: f for f in evidence.findings(per_seed, data, ev, provisional=True)}
+    lines = tuple(finding_line(f, ev) for f in found.values())
     seed0 = {r.name: r for r in per_seed[0]} if per_seed else {}
-    stated, by_reason = {f.id for f in found}, {}
+    by_reason: dict[tuple[bool, str], list[str]] = {}
     for fid, names in NEEDS.items():
-        if fid in stated:
-            continue
-        need = [seed0[n] for n in names if n in seed0 and not finding_ready(seed0[n], data, ev)]
-        untrained = [r for r in need if not is_trained(r)]
-        why = (f"AutoAttack at eps {ev.eps:g} on {_names(need)}" if need else "its models in this study")
-        if untrained:
-            why += f" ({_names(untrained)} not trained yet)"
-        by_reason.setdefault(why, []).append(fid)
-    waiting = [f"**{' and '.join(ids)}** {'is' if len(ids) == 1 else 'are'} not stated yet: "
-               f"{'it waits' if len(ids) == 1 else 'they wait'} for {why}." for why, ids in by_reason.items()]
+        f = found.get(fid)
+        if f is None or f.provisional:
+            models = [seed0[n] for n in names if n in seed0]
+            by_reason.setdefault((f is not None, _waits_for(fid, models, f is not None, data, ev)), []).append(fid)
+    waiting = [f"**{' and '.join(ids)}** {'is' if len(ids) == 1 else 'are'} "
+               f"{'provisional' if provisional else 'not stated yet'}: {'it waits' if len(ids) == 1 else 'they wait'} "
+               f"for {why}." for (provisional, why), ids in by_reason.items()]
     missing_seeds = tuple(s for s, recipes in enumerate(per_seed) if s > 0
                           and not all(finding_ready(r, data, ev) for r in recipes))
     if missing_seeds:
-        n = len(per_seed) - len(missing_seeds)
         waiting.append(f"Seed{'s' if len(missing_seeds) > 1 else ''} {', '.join(map(str, missing_seeds))} of the "
                        f"{len(per_seed)} asked {'are' if len(missing_seeds) > 1 else 'is'} not trained and "
-                       f"evaluated yet: the findings use {n} seed{'' if n == 1 else 's'} for now.")
-    return FindingsView(lines, tuple(waiting), len(per_seed), missing_seeds, ev.reliable.at(ev.eps).describe())
+                       f"evaluated yet: each finding above says how many seeds it uses for now.")
+    return FindingsView(lines, tuple(waiting), len(per_seed), missing_seeds, ev.reliable.at(ev.eps).describe(),
+                        tuple(fid for fid, f in found.items() if f.provisional))

@@ -7,7 +7,8 @@ keyed by what it computes so that every session waiting for the same models shar
 Two notions of ready: `missing` is about the PGD grid the pages scrub (distributions, differences,
 ...); `evidence_missing` is about the evidence plan (`core.study.evidence`: AutoAttack at the
 findings' eps and the gradient-masking check), which only the overview's numbers and badges need. A
-prepare job given a plan computes it after every model's PGD grid, so no page waits for AutoAttack.
+prepare job given a plan computes it after every model's PGD grid, so no page waits for AutoAttack, and
+in the order that states the findings soonest (`evidence_order`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from core.engine.logits import entry_ok, get_grid
 from core.engine.train import TrainProgress
 from core.study import evidence
 from core.study.evidence import Evidence
+from core.study.findings import FINDING_MODELS, ROBUST_MODELS
 from core.study.recipes import Recipe, is_trained, model_source
 
 EVIDENCE_COST = 10.0  # a model's evidence in units of one PGD-20 grid: AutoAttack at one eps took ~16 s on the
@@ -112,17 +114,36 @@ def _untrained(recipes: Sequence[Recipe]) -> dict[str, Recipe]:
     return out
 
 
-def _stages(r: Recipe, ev: Evidence) -> dict[str, tuple[str, float, float]]:
-    """`evidence.ensure`'s progress labels -> (what to show, start share, share) of the model's evidence cost."""
+Entries = list[tuple[AttackSpec, tuple[float, ...]]]
+
+
+def evidence_order(recipes: Sequence[Recipe], ev: Evidence) -> list[tuple[Recipe, Entries]]:
+    """The evidence of `recipes` as (model, entries of `ev.entries()`) steps, each entry of each model once, in
+    the order that states the findings soonest: the reliable attack on the models whose robust accuracy the
+    findings read (`ROBUST_MODELS`, 3a's two first), then the rest of every model's plan, the findings'
+    models (`FINDING_MODELS`) before the others. Otherwise `recipes`' order."""
+    reliable = (ev.reliable, ev.reliable_eps)
+    first = sorted((r for r in recipes if r.name in ROBUST_MODELS), key=lambda r: ROBUST_MODELS.index(r.name))
+    done = {r.key for r in first}
+    rest = sorted(recipes, key=lambda r: r.name not in FINDING_MODELS)
+    return [(r, [reliable]) for r in first] + [(r, [e for e in ev.entries() if r.key not in done or e != reliable])
+                                               for r in rest]
+
+
+def _stages(r: Recipe, ev: Evidence, entries: Entries | None = None) -> dict[str, tuple[str, float, float]]:
+    """`evidence.ensure`'s progress labels -> (what to show, start share, share) of the model's evidence cost, for
+    `entries` (default: the whole plan) computed in that order."""
     reliable = ", ".join(f"{e:g}" for e in ev.reliable_eps if e > 0)
     texts = (f"PGD-{ev.pgd.steps} ({ev.pgd.norm}) on {r.name} over {len(ev.grid)} epsilons",
              f"{ev.reliable.describe()} on {r.name} at eps {reliable}",
              f"gradient-masking check of {r.name}: {ev.margin.at(ev.eps).describe()}",
              f"gradient-masking check of {r.name}: unbounded {ev.unbounded.describe()}")
+    plan = ev.entries()
     out, start = {}, 0.0
-    for (attack, _), text, share in zip(ev.entries(), texts, EVIDENCE_SHARES):
-        out[f"{r.name}: {attack.describe()}"] = (text, start, share)
-        start += share
+    for entry, text, share in zip(plan, texts, EVIDENCE_SHARES):
+        if entries is None or entry in entries:
+            out[f"{r.name}: {entry[0].describe()}"] = (text, start, share)
+            start += share
     return out
 
 
@@ -130,12 +151,13 @@ def prepare(ctx: JobContext, recipes: Sequence[Recipe], data: DataSpec, attack: 
             grid: Sequence[float], device: str | torch.device = "cpu", data_dir: str | None = None,
             ev: Evidence | None = None, checked: Sequence[Recipe] | None = None) -> None:
     """Train every missing model (teachers first) and compute its logits over the grid; then, given an
-    evidence plan `ev`, compute its entries (`evidence.ensure`) for `checked` (default: `recipes`), in order.
+    evidence plan `ev`, compute its entries (`evidence.ensure`) for `checked` (default: `recipes`).
 
     Progress is measured in units of work: a model's training cost (`training_cost`), one unit per model
     to attack and EVIDENCE_COST per model to check, so the bar and its time estimate move at the speed
     of the work. Every PGD grid comes before any AutoAttack: pages waiting for PGD logits wait for no
-    AutoAttack. Cancelling stops within one batch; finished models and entries stay in the cache.
+    AutoAttack; the evidence then comes in `evidence_order` (AutoAttack on the findings' students first).
+    Cancelling stops within one batch; finished models and entries stay in the cache.
     """
     untrained = _untrained(recipes)
     n_train = len(untrained)
@@ -177,14 +199,16 @@ def prepare(ctx: JobContext, recipes: Sequence[Recipe], data: DataSpec, attack: 
                  cancel=lambda: ctx.cancelled)
         done["units"] = base + 1.0
 
-    for i, r in enumerate(to_check, 1):
-        base, stages = done["units"], _stages(r, ev)
+    steps = evidence_order(to_check, ev) if ev is not None else []
+    for i, (r, entries) in enumerate(steps, 1):
+        base, stages = done["units"], _stages(r, ev, entries)
 
         def say(label: str, fraction: float, i=i, base=base, stages=stages) -> None:
             text, start, share = stages.get(label, (label, 0.0, 0.0))
-            ctx.report(f"evidence, model {i} of {len(to_check)}: {text}",
+            ctx.report(f"evidence, step {i} of {len(steps)}: {text}",
                        (base + EVIDENCE_COST * (start + share * fraction)) / total)
 
         source = sources.get(r.key) or model_source(r, device, on_train, lambda: ctx.cancelled, data_dir, on_start)
-        evidence.ensure(source, r, data, ev, device, progress=say, cancel=lambda: ctx.cancelled, data_dir=data_dir)
-        done["units"] = base + EVIDENCE_COST
+        evidence.ensure(source, r, data, ev, device, progress=say, cancel=lambda: ctx.cancelled, data_dir=data_dir,
+                        entries=entries)
+        done["units"] = base + EVIDENCE_COST * sum(share for _, _, share in stages.values())

@@ -24,7 +24,7 @@ from core.engine import analysis
 from core.engine.data import load_dataset
 from core.engine.logits import entry_ok, get_grid, read
 from core.engine.masking import MaskingReport, masking_check, unbounded_attack
-from core.study.findings import Finding, ModelResult, compute_findings
+from core.study.findings import NEEDS, ROBUST_IDS, Finding, ModelResult, compute_findings
 from core.study.hyper import eps_grid, eval_attack, hyper, reliable_attack
 from core.study.recipes import Recipe
 
@@ -94,8 +94,10 @@ def is_complete(recipe: Recipe, data: DataSpec, ev: Evidence) -> bool:
 
 def ensure(source: Callable[[], nn.Module], recipe: Recipe, data: DataSpec, ev: Evidence,
            device: str | torch.device = "cpu", progress: Progress | None = None,
-           cancel: Callable[[], bool] | None = None, data_dir: str | None = None) -> None:
-    """Compute whatever entries of the plan are missing for this model (the model loads only if needed)."""
+           cancel: Callable[[], bool] | None = None, data_dir: str | None = None,
+           entries: Sequence[tuple[AttackSpec, tuple[float, ...]]] | None = None) -> None:
+    """Compute whatever entries of the plan (or of `entries`, some of `ev.entries()`) are missing for this model
+    (the model loads only if needed)."""
     say = progress or (lambda what, fraction: None)
     net: list[nn.Module] = []
 
@@ -104,7 +106,7 @@ def ensure(source: Callable[[], nn.Module], recipe: Recipe, data: DataSpec, ev: 
             net.append(source())
         return net[0]
 
-    for attack, eps in ev.entries():
+    for attack, eps in ev.entries() if entries is None else entries:
         label = f"{recipe.name}: {attack.describe()}"
         say(label, 0.0)
         get_grid(model, recipe.key, data, attack, eps, device, on_batch=lambda b, n, label=label: say(label, b / n),
@@ -136,19 +138,41 @@ def masking(recipe: Recipe, data: DataSpec, ev: Evidence, n_classes: int) -> Mas
                          warnings, unbounded.get(float(ev.unbounded.eps)), n_classes, len(clean.labels))
 
 
-def model_result(recipe: Recipe, data: DataSpec, ev: Evidence) -> ModelResult | None:
-    """Clean logits and per-image correctness under the reliable attack at the findings' eps (None if not cached)."""
+def model_result(recipe: Recipe, data: DataSpec, ev: Evidence, attack: AttackSpec | None = None) -> ModelResult | None:
+    """Clean logits, and per-image correctness under `attack` (default: the reliable one) at the findings' eps
+    when that entry is cached (else robust_correct is None); None without clean logits."""
     clean = read(recipe.key, data, None)
-    attacked = read(recipe.key, data, ev.reliable.at(ev.eps))
-    if clean is None or attacked is None:
+    if clean is None:
         return None
-    return ModelResult.from_records(clean, attacked)
+    return ModelResult.from_records(clean, read(recipe.key, data, (attack or ev.reliable).at(ev.eps)))
 
 
-def findings(per_seed: Sequence[Sequence[Recipe]], data: DataSpec, ev: Evidence) -> list[Finding]:
-    """The five findings' verdicts from the cache: one list of the study's recipes per seed."""
-    results = []
-    for recipes in per_seed:
-        got = {r.name: model_result(r, data, ev) for r in recipes}
-        results.append({n: m for n, m in got.items() if m is not None})
-    return compute_findings(results, ev.eps, ev.describe())
+def provisional_label(ev: Evidence) -> str:
+    """The attack of a provisional finding (`findings(..., provisional=True)`), in words."""
+    return (f"{ev.pgd.at(ev.eps).describe()}, an upper bound on robust accuracy; provisional until "
+            f"{ev.reliable.describe()} at eps {ev.eps:g} is computed")
+
+
+def _results(per_seed: Sequence[Sequence[Recipe]], data: DataSpec, ev: Evidence,
+             attack: AttackSpec) -> list[dict[str, ModelResult]]:
+    got = [{r.name: model_result(r, data, ev, attack) for r in recipes} for recipes in per_seed]
+    return [{n: m for n, m in seed.items() if m is not None} for seed in got]
+
+
+def findings(per_seed: Sequence[Sequence[Recipe]], data: DataSpec, ev: Evidence,
+             provisional: bool = False) -> list[Finding]:
+    """The five findings' verdicts from the cache: one list of the study's recipes per seed.
+
+    Each finding is stated as soon as what it reads is cached: 1 and 2 the clean logits of their models, the
+    3s also the reliable attack's entries at the findings' eps (from the seeds that have them). With
+    `provisional`, a 3 without them in any seed is stated from the PGD grid's entries at that eps instead,
+    marked `provisional` (an upper bound on robust accuracy; the reliable statement replaces it when its
+    entries are there). The report states after computing everything, so never provisionally.
+    """
+    found = compute_findings(_results(per_seed, data, ev, ev.reliable), ev.eps, ev.describe())
+    rest = [fid for fid in ROBUST_IDS if fid not in {f.id for f in found}]
+    if provisional and rest:
+        pgd = compute_findings(_results(per_seed, data, ev, ev.pgd), ev.eps, provisional_label(ev), ids=rest)
+        order = list(NEEDS)
+        found = sorted(found + [replace(f, provisional=True) for f in pgd], key=lambda f: order.index(f.id))
+    return found

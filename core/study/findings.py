@@ -16,14 +16,15 @@ one `ModelResult` per model name per seed, built from the logits cache:
     3b-confidence  destroying sample-wise confidences (global_confidence) costs the student robustness
     3b-order       destroying the incorrect-class order (shuffle_nonmax) costs the student robustness
 
-A finding whose models (or robust results) are missing from every seed is left out.
+A finding whose models (or robust results) are missing from every seed is left out. `NEEDS` says which
+models each finding compares; only the 3s (`ROBUST_IDS`) read robust results, 1 and 2 read clean logits.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Mapping, Sequence
+from typing import Collection, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -101,12 +102,14 @@ class Finding:
     null: float = 0.0      # the value the interval is compared with
     note: str = ""
     details: dict = field(default_factory=dict, hash=False, compare=False)  # name -> Interval.to_dict() + verdict
+    provisional: bool = False  # robust accuracy from a weaker attack (an upper bound) while the reliable one is missing
 
     def to_dict(self) -> dict:
+        """The finding as JSON (a report's findings are never provisional: the key appears only on one that is)."""
         return {"id": self.id, "claim": self.claim, "verdict": self.verdict, "effect": self.effect,
                 "interval": list(self.interval), "n_seeds": self.n_seeds, "attack": self.attack,
                 "quantity": self.quantity, "n_images": self.n_images, "level": self.level, "null": self.null,
-                "note": self.note, "details": self.details}
+                "note": self.note, "details": self.details, **({"provisional": True} if self.provisional else {})}
 
 
 def _finding(fid: str, claim: str, quantity: str, iv: stats.Interval, direction: int, attack: str,
@@ -193,6 +196,12 @@ ROBUSTNESS = (  # id, the better model, the worse, the claim, what the differenc
      "logits were shuffled among the incorrect classes (shuffle_nonmax) is less robust.",
      "student of PGD-AT minus shuffled-order student"),
 )
+ROBUST_IDS = tuple(fid for fid, *_ in ROBUSTNESS)  # the findings that read robust results (1 and 2: clean logits)
+NEEDS: dict[str, tuple[str, ...]] = {  # finding id -> the models it compares
+    "1": (AT, STANDARD), "2": (AT, STANDARD), **{fid: (better, worse) for fid, better, worse, *_ in ROBUSTNESS}}
+FINDING_MODELS = tuple(dict.fromkeys(n for names in NEEDS.values() for n in names))
+# the models whose robust results the 3s read, in the order that completes 3a first, then 3b-confidence, 3b-order
+ROBUST_MODELS = tuple(dict.fromkeys(n for fid in ROBUST_IDS for n in NEEDS[fid]))
 
 
 def finding_robustness(fid: str, better: str, worse: str, claim: str, what: str, per_seed, eps: float,
@@ -207,16 +216,21 @@ def finding_robustness(fid: str, better: str, worse: str, claim: str, what: str,
 
 
 def compute_findings(per_seed: Sequence[Mapping[str, ModelResult]], eps: float, attack_label: str,
-                     n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> list[Finding]:
-    """Findings 1, 2, 3a, 3b-confidence and 3b-order, those whose models are present.
+                     n_boot: int = 2000, level: float = 0.95, seed: int = 0,
+                     ids: Collection[str] | None = None) -> list[Finding]:
+    """Findings 1, 2, 3a, 3b-confidence and 3b-order (or those of `ids`), those whose models are present.
 
     per_seed[s] maps recipe names ("standard", "pgd-at", "student:pgd-at:none", ...) to the results of
     seed s; robust_correct must come from `attack_label`'s attack at `eps`. Spearman bootstraps use
     n_boot // 2 resamples (they cost more and their intervals are wider than the resolution needed).
     """
-    out = [finding_logits(per_seed, n_boot, level, seed),
-           finding_confidence_order(per_seed, max(200, n_boot // 2), level, seed)]
-    out += [finding_robustness(*spec, per_seed, eps, attack_label, n_boot, level, seed) for spec in ROBUSTNESS]
+    def wanted(fid: str) -> bool:
+        return ids is None or fid in ids
+
+    out = [finding_logits(per_seed, n_boot, level, seed) if wanted("1") else None,
+           finding_confidence_order(per_seed, max(200, n_boot // 2), level, seed) if wanted("2") else None]
+    out += [finding_robustness(*spec, per_seed, eps, attack_label, n_boot, level, seed) for spec in ROBUSTNESS
+            if wanted(spec[0])]
     return [f for f in out if f is not None]
 
 
@@ -225,7 +239,8 @@ def format_findings(findings: Sequence[Finding]) -> list[str]:
     lines = []
     for f in findings:
         against = f" (compared with {f.null:g})" if f.null else ""
-        lines.append(f"{f.id:<14} {f.verdict}: {f.quantity} ({f.attack}): "
+        verdict = f"{f.verdict} (provisional)" if f.provisional else f.verdict
+        lines.append(f"{f.id:<14} {verdict}: {f.quantity} ({f.attack}): "
                      f"{f.effect:+.3f} [{f.interval[0]:+.3f}, {f.interval[1]:+.3f}]{against}")
         for name, d in f.details.items():
             lo, hi = d["interval"]
