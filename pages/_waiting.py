@@ -54,8 +54,9 @@ def evidence_job(sel: views.Selection, recipes: Sequence[Recipe], active_only: b
 
 
 def bootstrap(sel: views.Selection, chosen: Sequence[Recipe]) -> None:
-    """On a fresh cache, train the default models (the chosen ones first) and evaluate them: their PGD grids,
-    then their evidence (the findings' models first), once per process.
+    """On a fresh cache, train the default models (the chosen ones first, then the findings' models, so that the
+    overview states its findings soonest) and evaluate them: their PGD grids, then their evidence (the
+    findings' models first), once per process.
 
     A cancelled first-run job is not restarted by itself: the pages then offer to try again.
     """
@@ -64,7 +65,9 @@ def bootstrap(sel: views.Selection, chosen: Sequence[Recipe]) -> None:
         return
     if _covering(sel, {r.key for r in defaults}, active_only=False) is not None:
         return
-    ordered = list({r.key: r for r in [*chosen, *defaults]}.values())
+    by_name = {r.name: r for r in defaults}
+    findings_first = [by_name[n] for n in overview.FINDING_MODELS if n in by_name]  # then the rest (e.g. trades)
+    ordered = list({r.key: r for r in [*chosen, *findings_first, *defaults]}.values())
     checked = sorted(ordered, key=lambda r: r.name not in overview.FINDING_MODELS)
     start_prepare(sel, ordered, f"Preparing the default {sel.dataset} models", restart=False, evidence=True,
                   checked=checked)

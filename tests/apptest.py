@@ -46,3 +46,9 @@ def using_cache(path: Path) -> Iterator[Path]:
             os.environ.pop("LOGITSCOPE_CACHE", None)
         else:
             os.environ["LOGITSCOPE_CACHE"] = old
+
+
+def served_env() -> dict:
+    """The environment to serve the app with in a browser test: this one, without the test session's
+    one-process setting for the app's jobs (conftest), so the served app runs with its real default."""
+    return {k: v for k, v in os.environ.items() if k != "LOGITSCOPE_APP_WORKERS"}

@@ -21,6 +21,10 @@ import torch
 # The test models are tiny: one thread is as fast as two on a quiet machine, and many times faster
 # when other processes (a Streamlit server, a subprocess under test) compete for the cores.
 torch.set_num_threads(1)
+# The app's jobs run their units in this process in tests that drive pages and jobs directly (AppTest,
+# `prepare` with faked work); tests/test_app_prepare_workers.py sets its own worker count, and the browser
+# tests serve the app with its real default (one worker process per core).
+os.environ.setdefault("LOGITSCOPE_APP_WORKERS", "1")
 
 TRAINS_THE_STUDY = "_study_dir"  # the fixture behind study_cache and app_cache
 

@@ -7,11 +7,11 @@ page into test-artifacts/ (git-ignored). Uses Debian's /usr/bin/chromium; never 
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import pytest
+from apptest import served_env
 
 from bench.appserver import PAGES, launch_chromium, serve_app, settle
 
@@ -27,7 +27,7 @@ def server(_study_dir, chromium, tmp_path_factory):
     cache = tmp_path_factory.mktemp("browser") / "cache"
     shutil.copytree(_study_dir, cache, ignore=shutil.ignore_patterns("*.lock", "lab", "embeddings"))
     log = tmp_path_factory.mktemp("browser-log") / "streamlit.log"
-    with serve_app({**os.environ, "LOGITSCOPE_CACHE": str(cache)}, log) as (url, _):
+    with serve_app({**served_env(), "LOGITSCOPE_CACHE": str(cache)}, log) as (url, _):
         yield url
 
 

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from apptest import served_env
 
 from bench.appserver import launch_chromium, serve_app
 
@@ -95,7 +96,7 @@ def app(_study_dir, chromium, tmp_path_factory):
         os.environ.pop("LOGITSCOPE_CACHE") if old is None else os.environ.__setitem__("LOGITSCOPE_CACHE", old)
     entry.unlink()
     log = tmp_path_factory.mktemp("load-log") / "streamlit.log"
-    with serve_app({**os.environ, "LOGITSCOPE_CACHE": str(cache)}, log) as (url, proc):
+    with serve_app({**served_env(), "LOGITSCOPE_CACHE": str(cache)}, log) as (url, proc):
         yield {"url": url, "pid": proc.pid, "cache": cache, "entry": entry}
 
 

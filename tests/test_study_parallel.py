@@ -64,3 +64,25 @@ def test_cancel_stops_the_workers_and_raises_cancelled():
     assert time.time() - start < 20  # the units would take 10 s each: they were stopped, not waited for
     with pytest.raises(Cancelled):  # in this process too, between units
         parallel.run_units(square, [(1,), (2,)], workers=1, cancel=lambda: True)
+
+
+def main_name(report) -> str | None:
+    """A unit: the name under which the worker imported its parent's main module (None: it did not)."""
+    import sys
+
+    main = sys.modules.get("__mp_main__")
+    return getattr(main, "__file__", None)
+
+
+def test_workers_do_not_run_a_main_script_that_has_no_module_name(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    script = tmp_path / "page.py"
+    script.write_text("raise SystemExit('the page script ran in a worker')\n")
+    fake = types.ModuleType("__main__")
+    fake.__file__ = str(script)  # like Streamlit's page script: a file, no module name
+    monkeypatch.setitem(sys.modules, "__main__", fake)
+    out = parallel.run_units(main_name, [(), ()], workers=2)
+    assert str(script) not in out
+    assert sys.modules["__main__"] is fake  # put back

@@ -18,6 +18,7 @@ from typing import Sequence
 
 import torch
 
+from core.app import prepare_workers
 from core.app.jobs import JobContext, format_seconds
 from core.config import AttackSpec, DataSpec, cache_dir, stable_key
 from core.engine.logits import entry_ok, get_grid
@@ -147,6 +148,27 @@ def _stages(r: Recipe, ev: Evidence, entries: Entries | None = None) -> dict[str
     return out
 
 
+def _teachers_first(recipes: Sequence[Recipe]) -> list[Recipe]:
+    """`recipes` in their order (the caller's priorities), except that a teacher among them comes before its
+    students: a worker that took a student before its teacher would wait for another to train it."""
+    out: list[Recipe] = []
+    for r in recipes:
+        if r.teacher is not None and r.teacher in recipes and r.teacher not in out:
+            out.append(r.teacher)
+        if r not in out:
+            out.append(r)
+    return out
+
+
+def _findings_first(grids: list, checks: list) -> list:
+    """The worker units in the order that states the findings soonest: the grids up to the last of the findings'
+    models (the callers put those first), AutoAttack on the findings' students (`evidence_order` puts it
+    first), then the other grids, then the rest of the evidence. A worker takes the next unit as it frees up."""
+    last = max((i for i, u in enumerate(grids) if u.name in FINDING_MODELS), default=-1)
+    robust = [u for u in checks[:len(ROBUST_MODELS)] if u.name in ROBUST_MODELS]
+    return grids[:last + 1] + robust + grids[last + 1:] + checks[len(robust):]
+
+
 def prepare(ctx: JobContext, recipes: Sequence[Recipe], data: DataSpec, attack: AttackSpec,
             grid: Sequence[float], device: str | torch.device = "cpu", data_dir: str | None = None,
             ev: Evidence | None = None, checked: Sequence[Recipe] | None = None) -> None:
@@ -157,6 +179,8 @@ def prepare(ctx: JobContext, recipes: Sequence[Recipe], data: DataSpec, attack: 
     to attack and EVIDENCE_COST per model to check, so the bar and its time estimate move at the speed
     of the work. Every PGD grid comes before any AutoAttack: pages waiting for PGD logits wait for no
     AutoAttack; the evidence then comes in `evidence_order` (AutoAttack on the findings' students first).
+    On a CPU with several cores the units run in worker processes (`core.app.prepare_workers`), where
+    AutoAttack on the findings' students comes right after the findings' models' grids (`_findings_first`).
     Cancelling stops within one batch; finished models and entries stay in the cache.
     """
     untrained = _untrained(recipes)
@@ -182,6 +206,22 @@ def prepare(ctx: JobContext, recipes: Sequence[Recipe], data: DataSpec, attack: 
             done["units"] += current["cost"]
             done["trained"] += 1
 
+    steps = evidence_order(to_check, ev) if ev is not None else []
+    workers = prepare_workers.app_workers(device, len(to_attack) + len(steps))
+    if workers > 1 and torch.device(device).type == "cpu":  # every unit in worker processes, one thread each
+        for r in recipes:  # untrained models whose PGD logits are cached (not units below): train them here
+            if r not in to_attack:
+                model_source(r, device, on_train, lambda: ctx.cancelled, data_dir, on_start)
+        ordered = _teachers_first(to_attack)
+        grids = [prepare_workers.Unit("grid", (r, data, attack, tuple(grid), str(device), data_dir),
+                                      cost + 1.0, r.name, cost / (cost + 1.0))
+                 for r in ordered for cost in [training_cost(r) if r.key in untrained else 0.0]]
+        checks = [prepare_workers.Unit("evidence", (r, e, data, ev, str(device), data_dir),
+                                       EVIDENCE_COST * sum(x for _, _, x in _stages(r, ev, e).values()), r.name)
+                  for r, e in steps]
+        units = _findings_first(grids, checks)
+        prepare_workers.run(ctx, units, total, workers)
+        return
     sources = {}
     for r in recipes:
         sources[r.key] = source = model_source(r, device, on_train, lambda: ctx.cancelled, data_dir, on_start)
@@ -199,7 +239,6 @@ def prepare(ctx: JobContext, recipes: Sequence[Recipe], data: DataSpec, attack: 
                  cancel=lambda: ctx.cancelled)
         done["units"] = base + 1.0
 
-    steps = evidence_order(to_check, ev) if ev is not None else []
     for i, (r, entries) in enumerate(steps, 1):
         base, stages = done["units"], _stages(r, ev, entries)
 

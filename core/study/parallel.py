@@ -17,12 +17,15 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import queue as queues
+import sys
 import threading
+import types
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -73,6 +76,27 @@ def _drain(progress_queue, progress: UnitProgress | None) -> None:
             progress(index, what, fraction)
 
 
+@contextlib.contextmanager
+def _plain_main() -> Iterator[None]:
+    """Start workers without re-running this process's main script in them.
+
+    A spawned worker imports the parent's `__main__` again, by module name when it has one (`python -m
+    core`: harmless) or else from its file. In the app that file is the Streamlit page script, which would
+    then run (bare) in every worker: seconds of imports, and a page that may submit jobs of its own. While
+    the workers start, a main without a name or a file stands in for it; the units are functions of real
+    modules, which the workers import as usual.
+    """
+    main = sys.modules.get("__main__")
+    if main is None or getattr(getattr(main, "__spec__", None), "name", None) is not None:
+        yield
+        return
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
 def run_units(fn: Callable[..., Any], units: Sequence[tuple], workers: int,
               progress: UnitProgress | None = None, cancel: Callable[[], bool] | None = None) -> list:
     """[fn(*unit, report=...) for unit in units] in `workers` processes (in this one if workers is 1).
@@ -98,7 +122,8 @@ def run_units(fn: Callable[..., Any], units: Sequence[tuple], workers: int,
                                initargs=(progress_queue, max(1, cores() // workers)))
     futures: list[Future] = []
     try:
-        futures = [pool.submit(_call, fn, i, u) for i, u in enumerate(units)]
+        with _plain_main():  # the workers start at the first submit
+            futures = [pool.submit(_call, fn, i, u) for i, u in enumerate(units)]
         pending = set(futures)
         while pending:
             done, pending = wait(pending, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)

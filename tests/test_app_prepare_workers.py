@@ -1,0 +1,86 @@
+"""The first-run job in worker processes (core.app.prepare_workers): the same cache as in process, progress
+that only rises, a cancel that stops the workers, and no workers in the hosted demo."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from core.app import jobs, prepare_workers
+from core.app.prepare import logits_cached, prepare
+from core.config import DEMO_ENV, DataSpec
+from core.errors import Cancelled, LogitscopeError
+from core.study.hyper import eval_attack
+from core.study.recipes import is_trained, student_recipe, teacher_recipes
+
+GRID = (0.0, 0.1)
+
+
+def _short(recipe, epochs=1):
+    return replace(recipe, spec=replace(recipe.spec, train=replace(recipe.spec.train, epochs=epochs)))
+
+
+def _job():
+    job = jobs.Job("test-prepare-workers", "test", lambda ctx: None)
+    seen = []
+    ctx = jobs.JobContext(job)
+    original = ctx.report
+
+    def report(stage=None, fraction=None, eta=None):
+        seen.append((stage, fraction))
+        original(stage, fraction, eta)
+
+    ctx.report = report
+    return job, ctx, seen
+
+
+def test_workers_train_and_attack_into_the_one_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOGITSCOPE_CACHE", str(tmp_path))
+    monkeypatch.setenv(prepare_workers.WORKERS_ENV, "2")
+    standard = _short(teacher_recipes("digits")[0])
+    student = student_recipe(standard, "none", epochs=1)
+    recipes = [student, standard]  # a student before its teacher: the workers still train the teacher first
+    data = DataSpec("digits", "test", 64)
+    _, ctx, seen = _job()
+    prepare(ctx, recipes, data, eval_attack("digits", steps=2), GRID)
+    assert all(is_trained(r) and logits_cached(r, data, eval_attack("digits", steps=2), GRID) for r in recipes)
+    fractions = [f for _, f in seen if f is not None]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    assert any("2 worker processes" in (s or "") for s, _ in seen)
+
+
+def test_cancelling_the_job_stops_the_workers(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOGITSCOPE_CACHE", str(tmp_path))
+    monkeypatch.setenv(prepare_workers.WORKERS_ENV, "2")
+    recipes = [_short(r, epochs=200) for r in teacher_recipes("digits")[:2]]  # minutes of work
+    job, ctx, seen = _job()
+    original = ctx.report
+
+    def cancel_soon(stage=None, fraction=None, eta=None):
+        if len(seen) > 5:
+            job.cancel()
+        original(stage, fraction, eta)
+
+    ctx.report = cancel_soon
+    with pytest.raises(Cancelled):
+        prepare(ctx, recipes, DataSpec("digits", "test", 64), eval_attack("digits", steps=2), GRID)
+    assert not any(is_trained(r) for r in recipes)  # nothing half-written: checkpoints are atomic
+
+
+def test_worker_count_policy(monkeypatch):
+    monkeypatch.delenv(prepare_workers.WORKERS_ENV, raising=False)
+    monkeypatch.delenv(DEMO_ENV, raising=False)
+    assert prepare_workers.app_workers("cpu", 10) == prepare_workers.parallel.default_workers("cpu", 10)
+    assert prepare_workers.app_workers("cuda", 10) == 1
+    monkeypatch.setenv(prepare_workers.WORKERS_ENV, "1")
+    assert prepare_workers.app_workers("cpu", 10) == 1
+    monkeypatch.setenv(prepare_workers.WORKERS_ENV, "many")
+    with pytest.raises(LogitscopeError, match="auto or a number"):
+        prepare_workers.app_workers("cpu", 10)
+
+
+def test_the_hosted_demo_uses_no_workers(monkeypatch):
+    monkeypatch.delenv(prepare_workers.WORKERS_ENV, raising=False)
+    monkeypatch.setenv(DEMO_ENV, "bundle.zip")
+    assert prepare_workers.app_workers("cpu", 10) == 1  # each worker would hold its own torch on a 1 GB host
