@@ -17,7 +17,7 @@ from core.engine.logits import eval_batch_size
 from core.engine.models import ARCHS, attack_dtype, build_model
 
 
-def _resnet() -> nn.Module:
+def resnet18_model() -> nn.Module:
     """The CIFAR ResNet-18 of the registry when present, else torchvision's ResNet-18."""
     if "preact_resnet18" in ARCHS:
         return build_model("preact_resnet18", (3, 32, 32), 10, (0.5,) * 3, (0.25,) * 3)
@@ -43,7 +43,7 @@ def pgd_throughput(quick: bool) -> list[Result]:
     rows.append(ratio_row("pgd_throughput", work / ours, work / ref, "img*steps/s",
                            f"digits CNN, {len(x)} images x 5 eps in batches of {batch}; reference: one eps at a time"))
 
-    net = _resnet().eval()
+    net = resnet18_model().eval()
     xb = torch.rand(32 if quick else 64, 3, 32, 32)
     yb = torch.randint(0, 10, (len(xb),))
     steps = 3 if quick else 5
@@ -60,7 +60,7 @@ def pgd_roofline_fraction(quick: bool) -> list[Result]:
     """FLOP/s of ResNet-18 forward+backward during PGD, as a fraction of a large float32 matmul's."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    net = _resnet().eval()
+    net = resnet18_model().eval()
     xb = torch.rand(32 if quick else 64, 3, 32, 32)
     yb = torch.randint(0, 10, (len(xb),))
     steps = 3 if quick else 5

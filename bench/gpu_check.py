@@ -26,7 +26,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from bench.cases import _resnet, median_time
+from bench.cases import median_time, resnet18_model
 from core.config import AttackSpec, TrainSpec
 from core.engine import models
 from core.engine.attacks import attack_grid
@@ -151,7 +151,7 @@ def resnet_throughput(device: torch.device) -> str:
     The same workload as bench's `pgd_throughput_resnet18` row, with a GPU-sized batch (tiny on a CPU).
     """
     images, steps = (512, 10) if device.type == "cuda" else (8, 2)
-    net = _resnet().to(device).eval()
+    net = resnet18_model().to(device).eval()
     x, y = torch.rand(images, 3, 32, 32, device=device), torch.randint(0, 10, (images,), device=device)
     spec, rates = AttackSpec(eps=8 / 255, steps=steps), {}
     for value in ("float32", "auto"):

@@ -175,8 +175,11 @@ def _survivors(key: str, ev: evidence.Evidence) -> np.ndarray:
     return (rec.logits.argmax(1) == rec.labels).numpy()
 
 
-def test_a_run_with_three_replicates_records_three_students_with_intervals(app_cache):
-    """One real run (1 epoch per student): 3 students, 6 baseline students, PGD-20 grid and AutoAttack."""
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_run_with_three_replicates_records_three_students_with_intervals(app_cache, workers, monkeypatch):
+    """One real run (1 epoch per student): 3 students, 6 baseline students, PGD-20 grid and AutoAttack; in this
+    process, and in two worker processes (`core.app.lab_progress.worker_units`)."""
+    monkeypatch.setenv("LOGITSCOPE_APP_WORKERS", workers)
     jobs.clear()
     spec = lab.LabSpec("digits", "pgd-at", "flatten_nonmax", temperature=3.0, epochs=1, seed=3, replicates=3)
     attack = eval_attack("digits")

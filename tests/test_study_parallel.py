@@ -86,3 +86,60 @@ def test_workers_do_not_run_a_main_script_that_has_no_module_name(tmp_path, monk
     out = parallel.run_units(main_name, [(), ()], workers=2)
     assert str(script) not in out
     assert sys.modules["__main__"] is fake  # put back
+
+
+def test_a_worker_whose_driver_is_gone_stops(tmp_path):
+    """Kill the driver mid-unit: its worker stops at its next progress report instead of computing on."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    marker = tmp_path / "worker.pid"
+    driver = subprocess.Popen([sys.executable, "-c", f"""
+import os, sys, time
+sys.path.insert(0, {str(__import__('pathlib').Path(__file__).parent)!r})
+from core.study import parallel
+from test_study_parallel import reporting_forever
+parallel.run_units(reporting_forever, [({str(marker)!r},), ({str(marker)!r},)], workers=2)
+"""], cwd=str(__import__('pathlib').Path(__file__).parent.parent))
+    deadline = time.time() + 60
+    while not marker.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert marker.exists(), "the worker never started"
+    time.sleep(0.3)
+    pid = int(marker.read_text().split()[0])
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        if not _running(pid):
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        raise AssertionError("the orphaned worker kept running")
+
+
+def reporting_forever(marker: str, report) -> None:
+    """A unit that never ends on its own, reporting progress often."""
+    import time
+
+    with open(marker, "w") as f:
+        f.write(f"{os.getpid()} ")
+    while True:
+        report("working", 0.5)
+        time.sleep(0.1)
+
+
+def _running(pid: int) -> bool:
+    """The process exists and has not exited (an exited one may linger as a zombie until it is reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return not any(line.startswith("State:") and "Z" in line.split()[1] for line in f)
+    except OSError:
+        return False

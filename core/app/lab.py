@@ -24,7 +24,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from core.app import prepare_workers
 from core.app.jobs import JobContext, format_seconds
+from core.app.lab_progress import GRID, RELIABLE, TRAIN, Quiet, RunProgress, worker_units
 from core.app.lab_table import (
     BASELINES,
     accuracy_long,
@@ -174,20 +176,6 @@ def order_agreement(teacher_logits: np.ndarray, student_logits: np.ndarray, labe
     return analysis.incorrect_class_order_agreement(teacher_logits, student_logits, labels)
 
 
-TRAIN, GRID, RELIABLE = 2.0, 1.0, 4.0  # rough relative costs on digits: distilling, the PGD grid, AutoAttack
-
-
-class _Progress:
-    """A run's progress over its steps, each weighted by its rough cost. Every report raises Cancelled
-    once a cancel was asked, so a run stops within a batch (of training or of an attack) or an epsilon."""
-
-    def __init__(self, ctx: JobContext, total: float):
-        self.ctx, self.total, self.done = ctx, total, 0.0
-
-    def report(self, what: str, within: float = 0.0, weight: float = 0.0) -> None:
-        self.ctx.report(what, min(0.99, (self.done + weight * within) / self.total))
-
-
 def autoattack_available() -> bool:
     """pyautoattack is installed (a hosted demo may leave it out: its lab then measures PGD only)."""
     return importlib.util.find_spec("pyautoattack") is not None
@@ -209,7 +197,7 @@ class _Evaluated:
 
 
 def _evaluate(recipe: Recipe, pgd: tuple[AttackSpec, Sequence[float]] | None, ev: evidence.Evidence | None,
-              data: DataSpec, device, ctx: JobContext, progress: _Progress, data_dir: str | None) -> _Evaluated:
+              data: DataSpec, device, ctx: JobContext, progress: RunProgress, data_dir: str | None) -> _Evaluated:
     """Distil (or reuse) one student, then its PGD grid (if `pgd`) and AutoAttack (if `ev`): each a cache entry."""
     cancel: Callable[[], bool] = lambda: ctx.cancelled  # noqa: E731
     what = {"now": f"distilling {recipe.name}"}
@@ -265,7 +253,7 @@ def run(ctx: JobContext, spec: LabSpec, attack: AttackSpec, grid: Sequence[float
     data, grid = eval_data(spec.dataset), with_clean(grid)
     refs = {role: [r.recipe() for r in s.replicas()] for role, s in spec.baseline_specs().items()
             if ev is not None and _available(s)}
-    progress = _Progress(ctx, len(replicas) * (TRAIN + GRID + RELIABLE) + GRID
+    progress = RunProgress(ctx, len(replicas) * (TRAIN + GRID + RELIABLE) + GRID
                          + sum(len(v) for v in refs.values()) * (TRAIN + RELIABLE))
     together = [r.recipe() for r in replicas] + [r for recipes in refs.values() for r in recipes]
     if grouping_pays(device) and sum(not is_trained(r) for r in together) > 1:
@@ -273,6 +261,11 @@ def run(ctx: JobContext, spec: LabSpec, attack: AttackSpec, grid: Sequence[float
         ensure_models(together, device, cancel=lambda: ctx.cancelled, data_dir=data_dir, group=True,
                       progress=lambda p: progress.report(f"distilling {len(together)} students together: epoch "
                                                          f"{p.epoch}/{p.epochs}", p.fraction, 0.0))
+    workers = prepare_workers.app_workers(device, len(replicas) + sum(len(v) for v in refs.values()))
+    if workers > 1 and torch.device(device).type == "cpu":  # distil and attack in worker processes; read below
+        units = worker_units(replicas, refs, spec.teacher_recipe(), attack, grid, ev, data, device, data_dir)
+        prepare_workers.run(ctx, units, progress.total, workers)
+        progress = Quiet(ctx)
     students = [_evaluate(r.recipe(), (attack, grid), ev, data, device, ctx, progress, data_dir) for r in replicas]
     teacher = spec.teacher_recipe()
     progress.report(f"evaluating the teacher {teacher.name}")

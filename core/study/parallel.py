@@ -53,14 +53,20 @@ def default_workers(device: str | torch.device, n_units: int) -> int:
     return max(1, min(cores(), MAX_WORKERS, n_units))
 
 
-def _init(progress_queue, threads: int) -> None:
+def _init(progress_queue, threads: int, parent: int) -> None:
     torch.set_num_threads(threads)
-    _worker.queue = progress_queue
+    _worker.queue, _worker.parent = progress_queue, parent
 
 
 def _call(fn: Callable[..., Any], index: int, args: tuple) -> Any:
-    q = _worker.queue
-    return fn(*args, report=lambda what, fraction: q.put((index, what, float(fraction))))
+    q, parent = _worker.queue, _worker.parent
+
+    def report(what: str, fraction: float) -> None:
+        if os.getppid() != parent:  # the driver is gone (a stopped app server, a killed CLI): stop with it
+            os._exit(1)
+        q.put((index, what, float(fraction)))
+
+    return fn(*args, report=report)
 
 
 def _drain(progress_queue, progress: UnitProgress | None) -> None:
@@ -119,7 +125,7 @@ def run_units(fn: Callable[..., Any], units: Sequence[tuple], workers: int,
     ctx = mp.get_context("spawn")
     progress_queue = ctx.Queue()
     pool = ProcessPoolExecutor(min(workers, len(units)), mp_context=ctx, initializer=_init,
-                               initargs=(progress_queue, max(1, cores() // workers)))
+                               initargs=(progress_queue, max(1, cores() // workers), os.getpid()))
     futures: list[Future] = []
     try:
         with _plain_main():  # the workers start at the first submit
