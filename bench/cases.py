@@ -163,5 +163,5 @@ CASES: dict[str, Callable[[bool], list[Result]]] = {
 }
 # Cases `--quick` leaves out (name one with --only to run it anyway): each trains and runs AutoAttack on ten or more
 # digits models, a minute and a half or more of a quiet 2-core machine, which CI's quick suite cannot spare.
-FULL_ONLY = frozenset({"reproduce_digits_seconds", "reproduce_digits_3seeds_seconds", "lab_replicates_seconds",
-                       "app_findings_seconds"})
+FULL_ONLY = frozenset({"train_throughput", "reproduce_digits_seconds", "reproduce_digits_3seeds_seconds",
+                       "lab_replicates_seconds", "app_findings_seconds"})

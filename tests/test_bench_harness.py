@@ -83,5 +83,4 @@ def test_the_reliable_reproduce_case_is_registered_and_full_suite_only():
         cases.CASES)
     assert cases.FULL_ONLY <= set(cases.CASES) and "reproduce_digits_seconds" in cases.FULL_ONLY
     assert "precompute_digits_seconds" not in cases.FULL_ONLY  # the quick suite keeps the training + PGD figure
-    assert "train_throughput" not in cases.FULL_ONLY
     assert list(cases.CASES).index("precompute_digits_seconds") < list(cases.CASES).index("distill_live_seconds")

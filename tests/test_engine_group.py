@@ -126,11 +126,12 @@ def test_training_precision_switch(monkeypatch):
         models.train_dtype("cpu")
 
 
-# bfloat16 training against float32, on the default study's PGD-AT and standard recipes (20 epochs): measured
-# on this project's 2-core machine, clean accuracy moved by at most 0.6 points and PGD-20 accuracy at eps 0.1
-# by at most 2.5 points across 3 seeds, while float32 alone moves by 1 to 3 points from one seed to another.
+# bfloat16 training against float32, on the default study's standard and PGD-AT recipes (20 epochs), measured on
+# this project's 2-core machine (AMX) for seeds 0, 1, 2: clean accuracy moved by at most 0.6 points and PGD-20
+# accuracy at eps 0.1 (evaluated in float32) by at most 0.8 points, while in float32 alone PGD-20 accuracy moves by
+# 1.7 (PGD-AT) to 9.4 (standard) points from one seed to another.
 CLEAN_TOLERANCE = 0.02
-ROBUST_TOLERANCE = 0.05
+ROBUST_TOLERANCE = 0.03
 
 
 @pytest.mark.slow
