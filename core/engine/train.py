@@ -157,7 +157,7 @@ def train_group(models: Sequence[nn.Module], data: Dataset, specs: Sequence[Trai
     student learns (teacher, manipulation, fraction). Every model keeps its own shuffling and random
     starts (a generator seeded by its spec), its rows of each step are its own batch, and one Adam over
     the stacked weights is M independent Adams (it is elementwise), so the group computes each model's
-    training alone, up to the rounding of the batched kernels (tests/test_engine_train.py states how close).
+    training alone, up to the rounding of the batched kernels (tests/test_engine_group.py states how close).
     M = 1 runs the model itself, without the group's stacking. The losses' mean over a model's batch is
     summed over models. Returns the models in eval mode.
     """
