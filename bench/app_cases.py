@@ -71,21 +71,26 @@ def demo_peak_rss(quick: bool) -> list[Result]:
 
 
 
-FINDING_LINE = re.compile(r"^(1|2|3a|3b-[a-z]+) \u2014 (holds|reversed|not resolved)", re.MULTILINE)
+FINDING = re.compile(r"(?<!\d)(1|2|3a|3b-[a-z]+) \u2014 (holds|reversed|not resolved)")
 
 
 def _findings(text: str) -> tuple[bool, bool]:
-    """(any finding stated, the robustness findings stated under AutoAttack) in the overview's text."""
-    lines = [m.group(0) for m in FINDING_LINE.finditer(text)]
-    robust = [line for line in text.splitlines() if FINDING_LINE.match(line) and line.startswith("3")]
-    reliable = bool(robust) and all("AutoAttack" in line and "provisional" not in line.lower() for line in robust)
-    return bool(lines), reliable
+    """(any finding stated, every robustness finding stated under AutoAttack) in the overview's text.
+
+    A provisional statement reads "3a — holds under PGD-20, provisionally"; once AutoAttack's entries are
+    cached the page states it without that word."""
+    from core.study.findings import ROBUST_IDS
+
+    ids = {m.group(1) for m in FINDING.finditer(text)}
+    return bool(ids), set(ROBUST_IDS) <= ids and "provisionally" not in text
 
 
 def app_findings_seconds(quick: bool) -> list[Result]:
     """`streamlit run app.py` on an empty cache, the overview open in headless Chromium: seconds from the page's
     first request until it shows findings (each labelled with its attack), and until the robustness findings
-    stand under AutoAttack. Full suite only (minutes of training and attacking)."""
+    stand under AutoAttack. Full suite only (minutes of training and attacking). The page's text is read once a
+    second as `textContent`, which costs the browser no layout: read as rendered text (`inner_text`) twice a
+    second, it took about a sixth of the machine from the work it measures."""
     import tempfile
 
     from playwright.sync_api import sync_playwright
@@ -102,17 +107,17 @@ def app_findings_seconds(quick: bool) -> list[Result]:
             start = time.perf_counter()
             page.goto(url, wait_until="domcontentloaded")
             while time.perf_counter() - start < limit and reliable is None:
-                stated, robust = _findings(page.inner_text("body"))
+                stated, robust = _findings(page.evaluate("document.body.textContent"))
                 now = time.perf_counter() - start
                 first = now if stated and first is None else first
                 reliable = now if robust else None
-                time.sleep(0.5)
+                time.sleep(1.0)
             browser.close()
     rows = []
     for name, value, goal in (("app_first_findings_seconds", first, "value <= 25"),
                               ("app_reliable_findings_seconds", reliable, "value <= 45")):
         value = limit if value is None else value
         rows.append(Result(name, value, "s", None, None, goal, judge(goal, value, None),
-                           f"fresh cache, 1400x1000 headless Chromium, overview polled every 0.5 s (gave up at "
+                           f"fresh cache, 1400x1000 headless Chromium, overview read every 1 s (gave up at "
                            f"{limit:g} s); no reference"))
     return rows

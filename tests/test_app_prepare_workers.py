@@ -84,3 +84,17 @@ def test_the_hosted_demo_uses_no_workers(monkeypatch):
     monkeypatch.delenv(prepare_workers.WORKERS_ENV, raising=False)
     monkeypatch.setenv(DEMO_ENV, "bundle.zip")
     assert prepare_workers.app_workers("cpu", 10) == 1  # each worker would hold its own torch on a 1 GB host
+
+
+def test_units_wait_for_their_teachers_grid_and_their_own():
+    standard = teacher_recipes("digits")[0]
+    student = student_recipe(standard, "none")
+    other = student_recipe(standard, "shuffle_nonmax")
+    data, attack = DataSpec("digits", "test"), eval_attack("digits")
+    units = [prepare_workers.Unit("grid", (student, data, attack, GRID, "cpu", None), 2.0, student.name),
+             prepare_workers.Unit("grid", (standard, data, attack, GRID, "cpu", None), 2.0, standard.name),
+             prepare_workers.Unit("evidence", (student, [], data, None, "cpu", None), 1.0, student.name),
+             prepare_workers.Unit("evidence", (other, [], data, None, "cpu", None), 1.0, other.name)]
+    # the student's grid after its teacher's; its evidence after its grid; another student's evidence (no grid
+    # unit of its own: it trains there) after its teacher's grid
+    assert prepare_workers.dependencies(units) == [[1], [], [0], [1]]

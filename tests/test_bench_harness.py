@@ -84,3 +84,17 @@ def test_the_reliable_reproduce_case_is_registered_and_full_suite_only():
     assert cases.FULL_ONLY <= set(cases.CASES) and "reproduce_digits_seconds" in cases.FULL_ONLY
     assert "precompute_digits_seconds" not in cases.FULL_ONLY  # the quick suite keeps the training + PGD figure
     assert list(cases.CASES).index("precompute_digits_seconds") < list(cases.CASES).index("distill_live_seconds")
+
+
+def test_the_app_case_reads_the_findings_from_the_pages_text():
+    from bench.app_cases import _findings
+
+    head = "What the verdicts mean in the README says more."  # textContent runs blocks together
+    clean = head + "1 — holds: PGD-AT minus standard on clean test images.2 — holds: Spearman 0.659."
+    assert _findings("Preparing the default digits models") == (False, False)
+    assert _findings(clean) == (True, False)
+    provisional = clean + "3a — holds under PGD-20, provisionally: ...3b-confidence — holds: ...3b-order — holds: ..."
+    assert _findings(provisional) == (True, False)
+    reliable = clean + "3a — holds: ...3b-confidence — holds: ...3b-order — not resolved: ..."
+    assert _findings(reliable) == (True, True)
+    assert _findings("at eps 0.11 — holds") == (False, False)  # a number is not a finding's id

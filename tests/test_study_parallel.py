@@ -143,3 +143,32 @@ def _running(pid: int) -> bool:
             return not any(line.startswith("State:") and "Z" in line.split()[1] for line in f)
     except OSError:
         return False
+
+
+def timed(name: str, seconds: float, report) -> tuple[str, float, float]:
+    """A unit that takes `seconds` and says when it ran."""
+    import time
+
+    start = time.time()
+    time.sleep(seconds)
+    return name, start, time.time()
+
+
+def test_a_unit_waits_for_the_units_it_comes_after_and_a_free_worker_takes_the_next_ready_one():
+    # 1 comes after 0 (a student after its teacher); 2 is independent, so a worker runs it while 0 runs
+    units = [("teacher", 1.5), ("student", 0.1), ("other", 0.1)]
+    out = parallel.run_units(timed, units, workers=2, after=[[], [0], []])
+    (_, t0, e0), (_, s1, _), (_, s2, _) = out
+    assert s1 >= e0  # the student started once its teacher was done
+    assert s2 < e0  # the independent unit did not wait behind the student
+    seen = []
+    in_process = parallel.run_units(lambda name, seconds, report: seen.append(name) or name, units, workers=1,
+                                    after=[[1], [], []])
+    assert seen == ["student", "teacher", "other"] and in_process == ["teacher", "student", "other"]
+
+
+def test_units_that_wait_on_each_other_are_refused():
+    with pytest.raises(ValueError, match="cycle"):
+        parallel.run_units(square, [(1,), (2,)], workers=1, after=[[1], [0]])
+    with pytest.raises(ValueError, match="one list"):
+        parallel.run_units(square, [(1,), (2,)], workers=2, after=[[5], []])

@@ -81,8 +81,9 @@ class Unit:
 
 
 def run(ctx: JobContext, units: Sequence[Unit], total: float, workers: int) -> float:
-    """Run the units in `workers` processes, in order (a worker takes the next one as it frees up), reporting to
-    the job: what runs now and the fraction of the job's `total` done. Returns the units of work done.
+    """Run the units in `workers` processes, in order, each once what it waits for is done (`dependencies`; a
+    free worker takes the first ready unit), reporting to the job: what runs now and the fraction of the
+    job's `total` done. Returns the units of work done.
     Cancelling the job stops the workers; what they finished stays in the cache."""
     got = [0.0] * len(units)
     now: dict[int, str] = {}
@@ -98,5 +99,20 @@ def run(ctx: JobContext, units: Sequence[Unit], total: float, workers: int) -> f
         ctx.report(f"{running} ({finished} of {len(units)} steps done, {workers} worker processes)",
                    sum(u.weight * g for u, g in zip(units, got)) / total)
 
-    parallel.run_units(run_unit, [(u.kind, u.args) for u in units], workers, on_unit, cancel=lambda: ctx.cancelled)
+    parallel.run_units(run_unit, [(u.kind, u.args) for u in units], workers, on_unit, cancel=lambda: ctx.cancelled,
+                       after=dependencies(units))
     return sum(u.weight for u in units)
+
+
+def dependencies(units: Sequence[Unit]) -> list[list[int]]:
+    """What each unit waits for (indices): a model's grid for its teacher's, its evidence for its own grid (or,
+    without one, for its teacher's). The model is each unit's first argument."""
+    grid_of = {u.args[0].key: i for i, u in enumerate(units) if u.kind == "grid"}
+    out = []
+    for i, u in enumerate(units):
+        recipe = u.args[0]
+        teacher = grid_of.get(recipe.teacher.key) if recipe.teacher is not None else None
+        own = grid_of.get(recipe.key) if u.kind == "evidence" else None
+        first = own if own is not None else teacher
+        out.append([] if first is None or first == i else [first])
+    return out

@@ -23,6 +23,7 @@ import os
 import queue as queues
 import sys
 import threading
+import time
 import types
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, Callable, Iterator, Sequence
@@ -103,43 +104,71 @@ def _plain_main() -> Iterator[None]:
         sys.modules["__main__"] = main
 
 
+def _next_ready(n: int, after: list[set[int]], finished: set[int], taken: set[int]) -> int | None:
+    """The first unit (in the given order: the caller's priorities) not taken yet whose dependencies are done."""
+    return next((i for i in range(n) if i not in taken and after[i] <= finished), None)
+
+
 def run_units(fn: Callable[..., Any], units: Sequence[tuple], workers: int,
-              progress: UnitProgress | None = None, cancel: Callable[[], bool] | None = None) -> list:
+              progress: UnitProgress | None = None, cancel: Callable[[], bool] | None = None,
+              after: Sequence[Sequence[int]] | None = None) -> list:
     """[fn(*unit, report=...) for unit in units] in `workers` processes (in this one if workers is 1).
 
-    `report(what, fraction)` inside fn reaches `progress(unit index, what, fraction)` here, within
-    POLL_SECONDS. Workers are spawned (not forked: safe with threads and on every platform), use
+    Units start in the given order (the caller's priorities), except that a unit waits for the units
+    `after[i]` lists (indices) to finish: a free worker takes the first unit that is ready, so it never
+    sits waiting on another worker's lock (a student whose teacher is still training) while other work
+    could run. `report(what, fraction)` inside fn reaches `progress(unit index, what, fraction)` here,
+    within POLL_SECONDS. Workers are spawned (not forked: safe with threads and on every platform), use
     cores() // workers threads each, and inherit this process's environment (the cache folder). The
-    first unit that raises stops the run: units not started are cancelled, running ones finish, and its
+    first unit that raises stops the run: units not started are not started, running ones finish, and its
     exception is raised here. `cancel` is polled as often: when it says so the workers are stopped at
     once (what they finished is in the cache, writes are atomic) and Cancelled is raised.
     """
     say = progress or (lambda index, what, fraction: None)
-    if workers <= 1 or len(units) <= 1:
-        out = []
-        for i, u in enumerate(units):
+    n = len(units)
+    deps = [set(a) for a in after] if after is not None else [set() for _ in units]
+    if len(deps) != n or any(not 0 <= j < n or j == i for i, d in enumerate(deps) for j in d):
+        raise ValueError("after: one list of other units' indices per unit")
+    results: list[Any] = [None] * n
+    finished: set[int] = set()
+    if workers <= 1 or n <= 1:
+        while len(finished) < n:
+            i = _next_ready(n, deps, finished, finished)
+            if i is None:
+                raise ValueError("the units wait on each other: their `after` lists form a cycle")
             if cancel is not None and cancel():
                 raise Cancelled("cancelled")
-            out.append(fn(*u, report=lambda what, fraction, i=i: say(i, what, fraction)))
-        return out
+            results[i] = fn(*units[i], report=lambda what, fraction, i=i: say(i, what, fraction))
+            finished.add(i)
+        return results
     ctx = mp.get_context("spawn")
     progress_queue = ctx.Queue()
-    pool = ProcessPoolExecutor(min(workers, len(units)), mp_context=ctx, initializer=_init,
+    pool = ProcessPoolExecutor(min(workers, n), mp_context=ctx, initializer=_init,
                                initargs=(progress_queue, max(1, cores() // workers), os.getpid()))
-    futures: list[Future] = []
+    running: dict[Future, int] = {}
+    taken: set[int] = set()
     try:
-        with _plain_main():  # the workers start at the first submit
-            futures = [pool.submit(_call, fn, i, u) for i, u in enumerate(units)]
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+        while len(finished) < n:
+            while len(running) < min(workers, n):
+                i = _next_ready(n, deps, finished, taken)
+                if i is None:
+                    break
+                with _plain_main():  # a worker may start at any submit
+                    running[pool.submit(_call, fn, i, units[i])] = i
+                taken.add(i)
+            if not running:
+                raise ValueError("the units wait on each other: their `after` lists form a cycle")
+            done, _ = wait(running, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
             _drain(progress_queue, progress)
             for f in done:
-                f.result()  # the first failure stops the run
+                i = running.pop(f)
+                results[i] = f.result()  # the first failure stops the run
+                finished.add(i)
             if cancel is not None and cancel():
                 raise Cancelled("cancelled")
+        time.sleep(POLL_SECONDS)  # a worker's last reports may trail its result (the queue's feeder thread)
         _drain(progress_queue, progress)
-        return [f.result() for f in futures]
+        return results
     except (KeyboardInterrupt, Cancelled):  # stop the workers now: what they finished is in the cache
         for process in list(getattr(pool, "_processes", {}).values()):
             process.terminate()
