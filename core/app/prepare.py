@@ -148,22 +148,11 @@ def _stages(r: Recipe, ev: Evidence, entries: Entries | None = None) -> dict[str
     return out
 
 
-def _teachers_first(recipes: Sequence[Recipe]) -> list[Recipe]:
-    """`recipes` in their order (the caller's priorities), except that a teacher among them comes before its
-    students: a worker that took a student before its teacher would wait for another to train it."""
-    out: list[Recipe] = []
-    for r in recipes:
-        if r.teacher is not None and r.teacher in recipes and r.teacher not in out:
-            out.append(r.teacher)
-        if r not in out:
-            out.append(r)
-    return out
-
-
 def _findings_first(grids: list, checks: list) -> list:
     """The worker units in the order that states the findings soonest: the grids up to the last of the findings'
     models (the callers put those first), AutoAttack on the findings' students (`evidence_order` puts it
-    first), then the other grids, then the rest of the evidence. A worker takes the next unit as it frees up."""
+    first), then the other grids, then the rest of the evidence. A free worker takes the first unit whose
+    dependencies are done (`prepare_workers.dependencies`: a student's grid waits for its teacher's)."""
     last = max((i for i, u in enumerate(grids) if u.name in FINDING_MODELS), default=-1)
     robust = [u for u in checks[:len(ROBUST_MODELS)] if u.name in ROBUST_MODELS]
     return grids[:last + 1] + robust + grids[last + 1:] + checks[len(robust):]
@@ -212,10 +201,9 @@ def prepare(ctx: JobContext, recipes: Sequence[Recipe], data: DataSpec, attack: 
         for r in recipes:  # untrained models whose PGD logits are cached (not units below): train them here
             if r not in to_attack:
                 model_source(r, device, on_train, lambda: ctx.cancelled, data_dir, on_start)
-        ordered = _teachers_first(to_attack)
         grids = [prepare_workers.Unit("grid", (r, data, attack, tuple(grid), str(device), data_dir),
                                       cost + 1.0, r.name, cost / (cost + 1.0))
-                 for r in ordered for cost in [training_cost(r) if r.key in untrained else 0.0]]
+                 for r in to_attack for cost in [training_cost(r) if r.key in untrained else 0.0]]
         checks = [prepare_workers.Unit("evidence", (r, e, data, ev, str(device), data_dir),
                                        EVIDENCE_COST * sum(x for _, _, x in _stages(r, ev, e).values()), r.name)
                   for r, e in steps]
