@@ -2,9 +2,10 @@
 
 The app runs its jobs in a thread of the Streamlit process, where the digits models' small operations cannot
 keep two cores busy (one model trains about as fast with two threads as with one). `core.study.parallel`'s
-worker processes, one thread each, do: the same units as `prepare` runs in process, in the same order (every
-PGD grid before any AutoAttack), writing into the one cache with its atomic writes and locks. Each worker
-holds its own torch (about 0.4 GB), so the hosted demo, which trains nothing by default, never uses them.
+worker processes, one thread each, do: the same work as `prepare` does in process, as units taken in the
+order that states the findings soonest (`core.app.prepare._findings_first`), each once what it depends on
+is done (`dependencies`), writing into the one cache with its atomic writes and locks. Each worker holds its
+own torch (about 0.4 GB), so the hosted demo, which trains nothing by default, never uses them.
 """
 
 from __future__ import annotations
