@@ -98,3 +98,22 @@ def test_units_wait_for_their_teachers_grid_and_their_own():
     # the student's grid after its teacher's; its evidence after its grid; another student's evidence (no grid
     # unit of its own: it trains there) after its teacher's grid
     assert prepare_workers.dependencies(units) == [[1], [], [0], [1]]
+
+
+def test_findings_first_keeps_every_unit_once_whatever_the_mix():
+    """Two of the findings' students still need AutoAttack, a teacher's evidence sits among the first steps:
+    every unit is run once, AutoAttack on those students right after the findings' grids."""
+    from core.app.prepare import findings_first
+
+    def unit(kind, name):
+        return prepare_workers.Unit(kind, (), 1.0, name)
+
+    grids = [unit("grid", n) for n in ("standard", "pgd-at", "student:pgd-at:none", "trades")]
+    checks = [unit("evidence", n) for n in ("student:pgd-at:none", "student:standard:none", "standard",
+                                              "student:pgd-at:none", "trades")]
+    out = findings_first(grids, checks, n_first=2)
+    assert sorted(map(id, out)) == sorted(map(id, grids + checks))  # each unit exactly once
+    assert [(u.kind, u.name) for u in out[:5]] == [
+        ("grid", "standard"), ("grid", "pgd-at"), ("grid", "student:pgd-at:none"),
+        ("evidence", "student:pgd-at:none"), ("evidence", "student:standard:none")]
+    assert out[5].name == "trades" and out[5].kind == "grid"

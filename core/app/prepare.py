@@ -148,14 +148,14 @@ def _stages(r: Recipe, ev: Evidence, entries: Entries | None = None) -> dict[str
     return out
 
 
-def _findings_first(grids: list, checks: list) -> list:
+def findings_first(grids: list, checks: list, n_first: int) -> list:
     """The worker units in the order that states the findings soonest: the grids up to the last of the findings'
-    models (the callers put those first), AutoAttack on the findings' students (`evidence_order` puts it
-    first), then the other grids, then the rest of the evidence. A free worker takes the first unit whose
-    dependencies are done (`prepare_workers.dependencies`: a student's grid waits for its teacher's)."""
+    models (the callers put those first), the first `n_first` evidence steps (`evidence_order` puts AutoAttack
+    on the findings' students there), then the other grids, then the rest of the evidence. A free worker takes
+    the first unit whose dependencies are done (`prepare_workers.dependencies`: a student's grid waits for its
+    teacher's)."""
     last = max((i for i, u in enumerate(grids) if u.name in FINDING_MODELS), default=-1)
-    robust = [u for u in checks[:len(ROBUST_MODELS)] if u.name in ROBUST_MODELS]
-    return grids[:last + 1] + robust + grids[last + 1:] + checks[len(robust):]
+    return grids[:last + 1] + checks[:n_first] + grids[last + 1:] + checks[n_first:]
 
 
 def prepare(ctx: JobContext, recipes: Sequence[Recipe], data: DataSpec, attack: AttackSpec,
@@ -169,7 +169,7 @@ def prepare(ctx: JobContext, recipes: Sequence[Recipe], data: DataSpec, attack: 
     of the work. Every PGD grid comes before any AutoAttack: pages waiting for PGD logits wait for no
     AutoAttack; the evidence then comes in `evidence_order` (AutoAttack on the findings' students first).
     On a CPU with several cores the units run in worker processes (`core.app.prepare_workers`), where
-    AutoAttack on the findings' students comes right after the findings' models' grids (`_findings_first`).
+    AutoAttack on the findings' students comes right after the findings' models' grids (`findings_first`).
     Cancelling stops within one batch; finished models and entries stay in the cache.
     """
     untrained = _untrained(recipes)
@@ -207,7 +207,7 @@ def prepare(ctx: JobContext, recipes: Sequence[Recipe], data: DataSpec, attack: 
         checks = [prepare_workers.Unit("evidence", (r, e, data, ev, str(device), data_dir),
                                        EVIDENCE_COST * sum(x for _, _, x in _stages(r, ev, e).values()), r.name)
                   for r, e in steps]
-        units = _findings_first(grids, checks)
+        units = findings_first(grids, checks, sum(r.name in ROBUST_MODELS for r in to_check))
         prepare_workers.run(ctx, units, total, workers)
         return
     sources = {}
