@@ -1,0 +1,64 @@
+"""How models are named and coloured on screen: one readable name and one colour per model, everywhere.
+
+Internal keys (`student:pgd-at:shuffle_nonmax`, `lab:pgd-at:none T=2`) stay in the cache, the URL and
+the CSV files; people read `display_name`. Colours come from `assign` over the session's whole catalog
+(the sidebar's model list, lab runs included), so a model has the same colour on every chart and page,
+whatever else a chart shows: the default study's models have fixed colours, the others take the next
+free ones in catalog order.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+# the first ten are the default study's (in the order of FIXED), the next ten go to other models first
+PALETTE = ("#4c78a8", "#e45756", "#54a24b", "#f58518", "#b279a2", "#72b7b2", "#9d755d", "#eeca3b",
+           "#ff9da6", "#bab0ac", "#17becf", "#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39",
+           "#7b4173", "#3182bd", "#e6550d", "#31a354")
+FIXED = ("standard", "pgd-at", "trades", "student:pgd-at:none", "student:pgd-at:shuffle_nonmax",
+         "student:pgd-at:flatten_nonmax", "student:pgd-at:resample_nonmax", "student:pgd-at:global_confidence",
+         "student:pgd-at:hard_labels", "student:standard:none")
+METHODS = {"standard": "Standard", "pgd-at": "PGD-AT", "trades": "TRADES"}
+MANIPULATION_NAMES = {"none": "untouched", "shuffle_nonmax": "non-max shuffled", "flatten_nonmax": "non-max flattened",
+                      "resample_nonmax": "non-max resampled", "global_confidence": "one global confidence",
+                      "hard_labels": "hard labels"}
+
+
+def _teacher(name: str) -> str:
+    return METHODS.get(name, name)
+
+
+def display_name(name: str) -> str:
+    """A model's name for people: 'PGD-AT', 'Student of PGD-AT (non-max shuffled)', 'Lab: student of ...'.
+
+    Names the app does not know (zoo models, own names) are shown as they are.
+    """
+    if name in METHODS:
+        return METHODS[name]
+    parts = name.split(" ", 1)
+    head, extra = parts[0], (f", {parts[1].replace(' ', ', ')}" if len(parts) > 1 else "")
+    kind, _, rest = head.partition(":")
+    teacher, _, manipulation = rest.partition(":")
+    if kind not in ("student", "lab") or not teacher or not manipulation:
+        return name
+    if manipulation == "hard_labels":
+        what = "student on hard labels"
+    else:
+        what = f"student of {_teacher(teacher)} ({MANIPULATION_NAMES.get(manipulation, manipulation)})"
+    return ("Lab: " + what if kind == "lab" else what[0].upper() + what[1:]) + extra
+
+
+def assign(catalog: Sequence[str]) -> dict[str, str]:
+    """A colour per model of the catalog: the default study's fixed, the others the next free, in order."""
+    out = {n: PALETTE[FIXED.index(n)] for n in catalog if n in FIXED}
+    reserved = {PALETTE[i] for i in range(len(FIXED))}  # kept for the default study even when it is not listed
+    free = [c for c in PALETTE if c not in reserved] + [c for c in PALETTE if c in reserved and c not in out.values()]
+    for i, n in enumerate(n for n in dict.fromkeys(catalog) if n not in out):
+        out[n] = free[i % len(free)]
+    return out
+
+
+def colors_for(models: Sequence[str], colors: Mapping[str, str] | None = None) -> list[str]:
+    """The colours of `models`, from the session's assignment where it has them (else a fresh one)."""
+    fresh = assign(list(models))
+    return [(colors or {}).get(m) or fresh[m] for m in models]
