@@ -44,16 +44,17 @@ def wait_http(url: str, timeout: float) -> None:
 
 @contextlib.contextmanager
 def serve_app(env: dict, log_path: Path, python: str | None = None,
-              start_timeout: float = 90) -> Iterator[tuple[str, subprocess.Popen]]:
+              start_timeout: float = 90, script: str = "app.py") -> Iterator[tuple[str, subprocess.Popen]]:
     """`streamlit run app.py` on a free port of 127.0.0.1 with `env`, its output in `log_path`.
 
     Yields (base URL, process) once the server answers its health check; stops it afterwards.
-    `python`: the interpreter that serves it (default: this one).
+    `python`: the interpreter that serves it (default: this one); `script`: the entry point, from the
+    project's folder (demo/streamlit_app.py serves the hosted demo as Community Cloud runs it).
     """
     port = free_port()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [python or sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+            [python or sys.executable, "-m", "streamlit", "run", script, "--server.headless", "true",
              "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
              "--server.fileWatcherType", "none"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:

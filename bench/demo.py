@@ -82,7 +82,8 @@ def _visit(url: str, lab_run: bool) -> None:
 
 
 def demo_peak_rss_mb(quick: bool, python: str | None = None) -> float:
-    """Peak RSS (MB) of the app serving a digits bundle while every page is opened (and, unless quick, a lab run).
+    """Peak RSS (MB) of the app serving a digits bundle while every page is opened (and, unless quick, a lab run),
+    served from the hosted demo's entry point, demo/streamlit_app.py.
 
     `python`: the interpreter that serves the app (default: this one), e.g. a virtual environment with the
     CPU-only torch wheel, as a small host installs it.
@@ -92,7 +93,7 @@ def demo_peak_rss_mb(quick: bool, python: str | None = None) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         bundle = make_digits_bundle(Path(tmp) / "digits-bundle.zip")
         env = {**os.environ, "LOGITSCOPE_DEMO": str(bundle), "LOGITSCOPE_CACHE": str(Path(tmp) / "unused")}
-        with serve_app(env, Path(tmp) / "streamlit.log", python) as (url, proc):
+        with serve_app(env, Path(tmp) / "streamlit.log", python, script="demo/streamlit_app.py") as (url, proc):
             _visit(url, lab_run=not quick)
             peak = _vmhwm_mb(proc.pid)
         if peak is None:  # not Linux: the largest waited-for child (KB on Linux, bytes on macOS)

@@ -4,6 +4,8 @@
   (core.app.demo) and return it; None otherwise. Called first on every page run, before anything
   reads the cache. A refused bundle stops the app with a visitor's message (the bundle's file name,
   no server path or command); the operator's message goes to the server log.
+- `visitor()`: in the demo, this session's visitor id (its lab runs are its own); None in a local app,
+  where every run is everyone's.
 - `source_settings(demo)`: the "Data folder" and "Your own data" inputs. The folder is the CLI's
   --data-dir (torchvision's files, relative own-data paths), kept in the URL as `dd` and checked to
   be an existing folder; own data ("npz:<path>", "folder:<path>") is checked by opening its path and
@@ -17,6 +19,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import uuid
 import zipfile
 from functools import lru_cache
 from pathlib import Path
@@ -34,12 +37,21 @@ log = logging.getLogger(__name__)
 _logged: set[str] = set()  # refusals of the demo's bundle already in the server log
 
 _OWN = "_logitscope_own_data"      # canonical own-data names added in this session
+_VISITOR = "_logitscope_visitor"   # this session's id as a demo visitor: the owner of its lab runs
 _FOLDER_ERROR = "_logitscope_dd_error"
 _OWN_ERROR = "_logitscope_own_error"
 
 
-def demo() -> core_demo.Demo | None:
-    """The bundle this app serves (see core.app.demo), or None outside demo mode."""
+def visitor() -> str | None:
+    """This session's id as a demo visitor (a random id, kept for the session), or None outside the demo."""
+    if not core_demo.active():
+        return None
+    return st.session_state.setdefault(_VISITOR, uuid.uuid4().hex[:16])
+
+
+def demo_setting() -> str | None:
+    """The bundle to serve: LOGITSCOPE_DEMO, else the root-level secret of that name (copied into the
+    environment, where core.app.demo reads it); None when neither is set."""
     if not os.environ.get(core_demo.ENV):
         try:  # a root-level secret (Streamlit Community Cloud's settings, or .streamlit/secrets.toml)
             secret = st.secrets.get(core_demo.ENV) if st.secrets.load_if_toml_exists() else None
@@ -48,6 +60,13 @@ def demo() -> core_demo.Demo | None:
         if not secret:
             return None
         os.environ[core_demo.ENV] = str(secret)
+    return os.environ[core_demo.ENV]
+
+
+def demo() -> core_demo.Demo | None:
+    """The bundle this app serves (see core.app.demo), or None outside demo mode."""
+    if not demo_setting():
+        return None
     try:
         return core_demo.start()
     except LogitscopeError as exc:  # core's message is for the operator: server paths, the command to run

@@ -11,8 +11,9 @@ from typing import Callable, Sequence
 
 import streamlit as st
 
-from core.app import demo, jobs, lab, overview, prepare, views
+from core.app import demo, jobs, lab, overview, palette, prepare, views
 from core.config import cache_dir, stable_key
+from core.errors import LogitscopeError
 from core.study.recipes import Recipe, default_recipes, is_trained
 from pages import _data as data
 
@@ -92,6 +93,8 @@ def _live(job_key: str, ready: Callable[[], bool] | None = None) -> None:
     st.caption(_job_line(s))
     if job.cancelled:
         st.caption("Cancelling...")
+    elif not mine(job):
+        st.caption("Another visitor's run: it will finish by itself.")
     elif st.button("Cancel", key=f"cancel.{job_key}", icon=":material/cancel:"):
         job.cancel()
 
@@ -176,16 +179,29 @@ def forget_job(job: jobs.Job) -> None:
 # --- the distillation lab's runs ------------------------------------------------------------------
 
 def lab_job_key(spec: lab.LabSpec, attack) -> str:
-    return f"lab:{lab.run_id(spec, attack)}:{cache_dir()}"
+    """A run's job: one per run and visitor in the demo (a visitor never sees another's job as theirs)."""
+    return f"lab:{lab.run_id(spec, attack)}:{data.visitor() or ''}:{cache_dir()}"
+
+
+def mine(job: jobs.Job) -> bool:
+    """This session may cancel the job: always in a local app, only its own in the demo."""
+    return job.meta.get("owner") in (None, data.visitor())
 
 
 def start_lab(spec: lab.LabSpec, sel: views.Selection) -> jobs.Job:
     """Submit a lab run (validating its spec first, so bad settings fail here with a message)."""
     student = spec.recipe()
     attack, grid = sel.attack(), sel.grid()
+    owner = data.visitor()
     if data.demo() is not None:  # the demo's limits: small data, few epochs, one job at a time, bundled teachers
         demo.check_lab(data.demo(), spec.epochs, is_trained(spec.teacher_recipe()),
-                  any(j.key != lab_job_key(spec, attack) for j in jobs.active()), spec.replicates)
-    return jobs.submit(lab_job_key(spec, attack), lambda jc: lab.run(jc, spec, attack, grid, data_dir=sel.data_dir),
-                       f"Distilling {student.name}",
-                       meta={"kind": "lab", "ident": ident(sel), "covers": frozenset({student.key})})
+                       any(j.key != lab_job_key(spec, attack) for j in jobs.active()), spec.replicates)
+        own = lab.load_runs(spec.dataset, owner)
+        own = own[own["owner"] == owner]
+        if len(own) >= lab.VISITOR_RUNS and lab.run_id(spec, attack) not in set(own["run"]):
+            raise LogitscopeError(f"You have {len(own)} run{'' if len(own) == 1 else 's'} in this demo, the most a "
+                                  "visitor keeps: select one of yours in the run table and remove it to run another.")
+    return jobs.submit(lab_job_key(spec, attack),
+                       lambda jc: lab.run(jc, spec, attack, grid, data_dir=sel.data_dir, owner=owner or ""),
+                       f"Distilling {palette.display_name(student.name)}",
+                       meta={"kind": "lab", "ident": ident(sel), "covers": frozenset({student.key}), "owner": owner})

@@ -83,6 +83,41 @@ def test_the_run_table_survives_a_restart_and_replaces_a_rerun():
     assert list(lab.load_runs()["run"]) == ["r1"]
 
 
+def test_demo_visitors_see_the_bundle_and_their_own_runs_and_remove_only_theirs():
+    lab.record(_row("b1"))  # the bundle's run: no owner
+    lab.record(_row("a1", owner="alice"))
+    lab.record(_row("b1", owner="bob", clean_accuracy=0.4))  # bob reruns the bundled configuration: his own row
+    assert list(lab.load_runs("digits")["run"]) == ["b1", "a1", "b1"]  # a local app sees every row
+    alice, bob = lab.load_runs("digits", "alice"), lab.load_runs("digits", "bob")
+    assert list(zip(alice["run"], alice["owner"])) == [("b1", ""), ("a1", "alice")]
+    assert list(zip(bob["run"], bob["owner"])) == [("b1", ""), ("b1", "bob")]
+    assert list(lab.display_table(bob, "bob")["whose"]) == ["yours", "bundled (read-only)"]
+    assert "whose" not in lab.display_table(lab.load_runs("digits")).columns
+    assert lab.delete_runs(["a1", "b1"], owner="bob") == 1  # bob's b1 only: not alice's run, not the bundle's
+    assert list(zip(lab.load_runs()["run"], lab.load_runs()["owner"])) == [("b1", ""), ("a1", "alice")]
+    assert lab.delete_runs(["b1"], owner="alice") == 0  # the bundled run is read-only for every visitor
+    assert [r.name for r in lab.run_recipes("digits", trained=False, owner="bob")] == ["lab:pgd-at:none"]
+
+
+def test_the_demo_keeps_a_bounded_number_of_visitor_runs(monkeypatch):
+    monkeypatch.setattr("core.app.lab_table.SHARED_RUNS", 3)
+    lab.record(_row("bundled"))
+    for i in range(5):
+        lab.record(_row(f"v{i}", owner=f"visitor{i % 2}"))
+    runs = lab.load_runs()
+    assert list(runs["run"]) == ["bundled", "v2", "v3", "v4"]  # the oldest visitors' runs went, the bundle's stays
+    lab.record(_row("local"))  # a local app's runs are never dropped
+    assert len(lab.load_runs()) == 5
+
+
+def test_a_reused_run_says_so_in_the_table():
+    lab.record(_row("r1", reused=True))
+    lab.record(_row("r2", reused=False))
+    lab.record(_row("r3"))  # recorded before the column: unknown
+    shown = lab.display_table(lab.load_runs())
+    assert list(shown["students"]) == ["", "trained", "reused"]
+
+
 def test_a_corrupt_table_gives_a_message_that_says_what_to_do():
     lab.table_path().parent.mkdir(parents=True)
     lab.table_path().write_bytes(b"not parquet")

@@ -29,11 +29,15 @@ from core.app.jobs import JobContext, format_seconds
 from core.app.lab_progress import GRID, RELIABLE, TRAIN, Quiet, RunProgress, worker_units
 from core.app.lab_table import (
     BASELINES,
+    BUNDLED,
+    SHARED_RUNS,
+    VISITOR_RUNS,
     accuracy_long,
     delete_runs,
     display_table,
     interval_frame,
     load_runs,
+    owned,
     record,
     summary,
     table_path,
@@ -58,7 +62,7 @@ from core.study.recipes import (
     teacher_recipes,
 )
 
-__all__ = ["BASELINES", "MAX_REPLICATES", "STUDY_SEED", "LabSpec", "accuracy_long", "agreement_frame", "baselines",
+__all__ = ["BASELINES", "BUNDLED", "SHARED_RUNS", "VISITOR_RUNS", "owned", "MAX_REPLICATES", "STUDY_SEED", "LabSpec", "accuracy_long", "agreement_frame", "baselines",
            "default_spec", "delete_runs", "display_table", "evidence_fields", "interval_frame", "load_runs",
            "order_agreement", "record", "run", "run_id", "run_recipes", "summary", "table_path",
            "autoattack_available"]  # the run table's functions are re-exported
@@ -137,17 +141,18 @@ def baselines(teacher: Recipe, seed: int | None = None) -> list[Recipe]:
     return out
 
 
-def run_recipes(dataset: str, trained: bool = True) -> list[Recipe]:
+def run_recipes(dataset: str, trained: bool = True, owner: str | None = None) -> list[Recipe]:
     """Recipes of the recorded runs of a dataset (their first replicate): for the model pickers, those whose
     checkpoints are intact (`trained`); with `trained=False` every run whose spec still makes a recipe, also
     one whose checkpoint is missing or corrupt (the bundle writer trains it again, as it does any model it packs).
+    With `owner` (a demo visitor): the bundle's runs and theirs only.
 
     An unreadable table offers no runs here (reported once in the log), so every page's sidebar keeps
     working; the lab page shows the table's error with what to do.
     """
     out = {}
     try:
-        runs = load_runs(dataset)
+        runs = load_runs(dataset, owner)
     except LogitscopeError as exc:
         report_corrupt(table_path(), exc, "the model pickers offer no lab runs")
         return []
@@ -238,16 +243,19 @@ def _available(spec: LabSpec) -> bool:
 
 
 def run(ctx: JobContext, spec: LabSpec, attack: AttackSpec, grid: Sequence[float],
-        device: str | torch.device = "cpu", data_dir: str | None = None) -> dict:
+        device: str | torch.device = "cpu", data_dir: str | None = None, owner: str = "") -> dict:
     """Distil (or reuse) the students of `spec` and its baselines, evaluate them, record and return the run's row.
 
     The students' PGD grid under `attack`, and every student's AutoAttack at the findings' epsilon of
     `attack`'s norm; the row holds means over replicates, intervals and paired differences (`evidence_fields`).
     Without pyautoattack the run measures PGD only, and its row has no interval (as rows recorded before).
+    `owner`: the demo visitor whose run it is (`lab_table.record`); the row says whether every student was
+    trained before (`reused`: the run then only re-read or re-computed their evaluations).
     """
     start = time.perf_counter()
     spec.recipe()  # a bad setting fails here, before any work
     replicas = spec.replicas()
+    reused = all(is_trained(r.recipe()) for r in replicas)
     ev = evidence.evidence(spec.dataset, attack.norm, attack.steps, seed=attack.seed, data_dir=data_dir, grid=grid) \
         if autoattack_available() else None
     data, grid = eval_data(spec.dataset), with_clean(grid)
@@ -305,6 +313,7 @@ def run(ctx: JobContext, spec: LabSpec, attack: AttackSpec, grid: Sequence[float
         "student_key": first.key, "spec": json.dumps(asdict(spec)),
         "replicate_results": json.dumps(per_rep), "replicates": len(replicas),
         "seeds": json.dumps([r.seed for r in replicas]), "student_keys": json.dumps([s.recipe.key for s in students]),
+        "owner": owner, "reused": reused,
     }
     if ev is not None:
         row.update(evidence_fields([r.seed for r in replicas], [s.recipe.key for s in students],

@@ -3,6 +3,11 @@
 One row per run (`core.app.lab.run`), newest last, in `cache/lab/runs.parquet`, written whole with
 `storage.atomic_write` under a lock. Rows recorded before replicates lack the evidence columns: they read
 as one replicate (their seed) without an interval, and a table of old and new rows reads as one.
+
+In the hosted demo every visitor's runs are their own: a row's `owner` is the visitor's session ("" for
+the bundle's runs and for every run of a local app). A visitor sees the bundle's runs and their own
+(`owner=` of `load_runs`), removes only their own, keeps at most VISITOR_RUNS, and the demo keeps at
+most SHARED_RUNS visitors' runs in all (the oldest go first).
 """
 
 from __future__ import annotations
@@ -40,7 +45,12 @@ EVIDENCE_COLUMNS = {  # added with replicates, and their values in rows recorded
     "robust_reliable": np.nan, "robust_lo": np.nan, "robust_hi": np.nan,  # its robust accuracy, 95% interval
     "replicate_results": None,  # JSON [{seed, key, clean_accuracy, pgd_accuracy {eps: acc}, reliable_accuracy}]
     "baseline_results": None,  # JSON [{role, name, keys, robust, difference, claim, verdict}]
+    "owner": "",  # the demo visitor whose run it is; "" for the bundle's runs and a local app's
+    "reused": None,  # True when every student was trained before the run (its time is then a re-evaluation)
 }
+BUNDLED = ""  # the owner of the rows nobody may remove in the demo
+VISITOR_RUNS = 5  # runs one demo visitor may keep
+SHARED_RUNS = 40  # visitors' runs the demo keeps in all
 RUN_COLUMNS = BASE_COLUMNS + list(EVIDENCE_COLUMNS)
 
 
@@ -53,14 +63,18 @@ def _complete(runs: pd.DataFrame) -> pd.DataFrame:
     for column, default in EVIDENCE_COLUMNS.items():  # Parquet reads a missing text as NaN: make it None
         if default is None:
             runs[column] = runs[column].astype(object).where(runs[column].notna(), None)
+    runs["owner"] = runs["owner"].fillna(BUNDLED).astype(str)
+    runs["reused"] = pd.Series([None if v is None or (isinstance(v, float) and np.isnan(v)) else bool(v)
+                                for v in runs["reused"]], index=runs.index, dtype=object)
     runs["replicates"] = pd.to_numeric(runs["replicates"], errors="coerce").fillna(1).astype(int)
     runs["seeds"] = [s if isinstance(s, str) and s else json.dumps([int(seed)])
                      for s, seed in zip(runs["seeds"], runs["seed"])]
     return runs[RUN_COLUMNS + [c for c in runs.columns if c not in RUN_COLUMNS]]
 
 
-def load_runs(dataset: str | None = None) -> pd.DataFrame:
-    """All recorded runs (newest last), optionally of one dataset; an unreadable table reads as empty."""
+def load_runs(dataset: str | None = None, owner: str | None = None) -> pd.DataFrame:
+    """All recorded runs (newest last), optionally of one dataset; with `owner` (a demo visitor) only the
+    bundle's runs and theirs. An unreadable table raises LogitscopeError with what to do."""
     path = table_path()
     if not path.is_file():
         return _complete(pd.DataFrame(columns=BASE_COLUMNS))
@@ -74,7 +88,10 @@ def load_runs(dataset: str | None = None) -> pd.DataFrame:
                               f"{sorted(set(BASE_COLUMNS) - set(runs.columns))}: delete it to start a new table.")
     if dataset is not None:
         runs = runs[runs["dataset"] == dataset]
-    return _complete(runs.reset_index(drop=True))
+    runs = _complete(runs.reset_index(drop=True))
+    if owner is not None:
+        runs = runs[runs["owner"].isin([BUNDLED, owner])].reset_index(drop=True)
+    return runs
 
 
 def _save_runs(runs: pd.DataFrame) -> None:
@@ -84,23 +101,37 @@ def _save_runs(runs: pd.DataFrame) -> None:
 
 
 def record(row: dict) -> pd.DataFrame:
-    """Add a run's row to the table (a row with the same run id is replaced) and return the table."""
+    """Add a run's row to the table and return the table. A row of the same run id and owner is replaced;
+    a visitor's row (the demo) makes the oldest visitors' rows go beyond SHARED_RUNS."""
+    owner = row.get("owner") or BUNDLED
     with cache_lock(str(table_path()) + ".lock"):
         runs = load_runs()
-        runs = runs[runs["run"] != row["run"]]
-        new = _complete(pd.DataFrame([row], columns=[c for c in RUN_COLUMNS if c in row]))
+        runs = runs[(runs["run"] != row["run"]) | (runs["owner"] != owner)]
+        new = _complete(pd.DataFrame([{**row, "owner": owner}], columns=[c for c in RUN_COLUMNS if c in row or
+                                                                         c == "owner"]))
         runs = pd.concat([runs, new], ignore_index=True) if len(runs) else new
+        visitors = runs.index[runs["owner"] != BUNDLED]
+        if owner != BUNDLED and len(visitors) > SHARED_RUNS:
+            runs = runs.drop(visitors[:len(visitors) - SHARED_RUNS]).reset_index(drop=True)
         _save_runs(runs)
     return runs
 
 
-def delete_runs(run_ids: Sequence[str]) -> None:
-    """Remove runs from the table (their checkpoints stay in the cache)."""
+def owned(runs: pd.DataFrame, owner: str | None) -> pd.Series:
+    """Which rows `owner` may remove: all of them in a local app (None), only their own in the demo."""
+    return pd.Series(True, index=runs.index) if owner is None else runs["owner"] == owner
+
+
+def delete_runs(run_ids: Sequence[str], owner: str | None = None) -> int:
+    """Remove runs from the table (their checkpoints stay in the cache); with `owner` (a demo visitor) only
+    their own rows, never the bundle's. Returns how many rows went."""
     if not table_path().is_file():
-        return
+        return 0
     with cache_lock(str(table_path()) + ".lock"):
         runs = load_runs()
-        _save_runs(runs[~runs["run"].isin(list(run_ids))].reset_index(drop=True))
+        gone = runs["run"].isin(list(run_ids)) & owned(runs, owner)
+        _save_runs(runs[~gone].reset_index(drop=True))
+    return int(gone.sum())
 
 
 def _loads(text) -> list | dict | None:
@@ -144,10 +175,11 @@ def summary(row: pd.Series) -> dict:
             "difference": interval_text(ref.get("difference"), "+.3f"), "verdict": ref.get("verdict")}
 
 
-def display_table(runs: pd.DataFrame) -> pd.DataFrame:
+def display_table(runs: pd.DataFrame, owner: str | None = None) -> pd.DataFrame:
     """The run table as people read it, newest run first: robust accuracy under AutoAttack with its 95%
     interval beside the baselines', the paired difference to the untouched teacher's student and its
-    verdict, then one PGD accuracy column per epsilon (upper bounds). Every accuracy names its attack."""
+    verdict, then one PGD accuracy column per epsilon (upper bounds). Every accuracy names its attack. With
+    `owner` (a demo visitor) a first column says whose each run is: the bundle's (read-only) or yours."""
     runs = _complete(runs)
     aa = _label(runs)
     pgd = {f"PGD-{s}" for s in runs["steps"]}
@@ -177,9 +209,12 @@ def display_table(runs: pd.DataFrame) -> pd.DataFrame:
     out["mean max logit"] = runs["mean_max_logit"]
     out["max-logit KS to teacher"] = runs["max_logit_ks_to_teacher"]
     out["seconds"] = runs["seconds"]
+    out["students"] = ["" if r is None else "reused" if r else "trained" for r in runs["reused"]]
     out["PGD attack"] = [f"{n} PGD-{s}" for n, s in zip(runs["norm"], runs["steps"])]
     out["reliable attack"] = runs["reliable_attack"]
     out["run"] = runs["run"]
+    if owner is not None:
+        out.insert(0, "whose", ["yours" if o == owner else "bundled (read-only)" for o in runs["owner"]])
     return out.iloc[::-1].reset_index(drop=True)
 
 
