@@ -66,6 +66,51 @@ def test_distribution_changes_with_epsilon_and_keeps_its_axis():
     assert h0["start"].min() == h1["start"].min() and h0["end"].max() == h1["end"].max()
 
 
+def _spread_bundle() -> views.LogitSet:
+    """Two models, two epsilons, 200 samples of 10 classes whose labels come in no order, and one sample whose
+    max logit is far above the others' (as a standard model's 21.5 against the rest's 17.5 or less)."""
+    rng = np.random.default_rng(3)
+    labels = rng.permutation(np.arange(200) % 10)
+    logits = {m: (rng.standard_normal((2, 200, 10)) * s).astype(np.float32) for m, s in (("std", 3.0), ("at", 1.0))}
+    logits["std"][1, 17, 4] = 40.0
+    return views.LogitSet(("std", "at"), (0.0, 0.1), labels, logits, tuple(str(k) for k in range(10)))
+
+
+@pytest.mark.parametrize("quantity", ["max_logit", "logit_gap", "margin", "confidence", "entropy", "logits"])
+def test_the_histogram_range_holds_every_value_at_every_epsilon(quantity):
+    """The defect: the axis stopped at the 99.5th percentile and the values above it piled into the last bin."""
+    bundle = _spread_bundle()
+    table = views.sample_table(bundle)
+    per_model = 200 * (10 if quantity == "logits" else 1)
+    for eps in bundle.eps:
+        values = views.quantity_values(bundle, table, eps, quantity)
+        hist, _ = views.distribution(bundle, table, eps, quantity)
+        assert hist["start"].min() <= values["value"].min() and hist["end"].max() >= values["value"].max()
+        for m in ("std", "at"):
+            h = hist[hist["model"] == m]
+            v = values.loc[values["model"] == m, "value"].to_numpy()
+            assert h["count"].sum() == per_model
+            # each bin holds exactly the values between its edges (none clipped in from outside)
+            inside = [((v >= a) & ((v < b) | (b == h["end"].max()))).sum() for a, b in zip(h["start"], h["end"])]
+            assert h["count"].tolist() == inside
+    if quantity == "max_logit":
+        assert hist["end"].max() == pytest.approx(40.0)
+
+
+def test_split_groups_come_in_class_order_whatever_the_order_of_the_samples():
+    """The defect: the class facets came in order of first appearance (7, 6, 3, 2, 8, ...)."""
+    bundle = _spread_bundle()
+    table = views.sample_table(bundle)
+    assert list(dict.fromkeys(table["label"]))[:3] != [0, 1, 2]  # the samples are not in class order
+    hist, summary = views.distribution(bundle, table, 0.1, "margin", "class")
+    expected = [f"class {k}" for k in range(10)]
+    assert list(dict.fromkeys(hist["group"])) == expected and list(dict.fromkeys(summary["group"])) == expected
+    assert list(summary["model"][:2]) == ["std", "at"]
+    hist, summary = views.distribution(bundle, table, 0.1, "margin", "correct")
+    assert list(dict.fromkeys(hist["group"])) == ["correct", "incorrect"]
+    assert views.group_names("none", bundle.classes) == ["all"]
+
+
 def test_bad_view_parameters_raise_user_errors():
     bundle = _bundle()
     table = views.sample_table(bundle)
@@ -160,9 +205,9 @@ def test_findings_on_an_empty_cache_say_what_each_waits_for():
     view = overview.findings_view(per_seed, sel.data(), sel.evidence())
     assert view.lines == () and view.missing_seeds == (1, 2) and view.seeds_asked == 3
     text = "\n".join(view.waiting)
-    assert "**1 and 2** are not stated yet: they wait for the clean logits of `pgd-at`, `standard`" in text
-    assert "**3a** is not stated yet: it waits for AutoAttack at eps 0.1 on `student:pgd-at:none`" in text
-    assert "not trained yet" in text and "`student:standard:none`" in text
+    assert "**1 and 2** are not stated yet: they wait for the clean logits of PGD-AT, Standard" in text
+    assert "**3a** is not stated yet: it waits for AutoAttack at eps 0.1 on Student of PGD-AT (untouched)" in text
+    assert "not trained yet" in text and "Student of Standard (untouched)" in text
     assert "Seeds 1, 2 of the 3 asked are not trained and evaluated yet" in text
 
 
@@ -215,6 +260,31 @@ def test_embedding_is_cached_on_disk(tmp_path):
     assert again is not None and np.allclose(again[["x", "y"]], emb[["x", "y"]])
     summary = embedding.selection_summary(emb[emb["model"] == "a"])
     assert summary["points"].tolist() == [60]
+
+
+def test_a_selection_shows_every_models_share_and_thumbnails_from_each():
+    """The defect: the thumbnails were the selection's first 48 rows, which all belonged to the first model."""
+    emb = pd.DataFrame({"model": ["a"] * 100 + ["b"] * 10 + ["c"] * 60, "idx": np.r_[0:100, 0:10, 0:60],
+                        "x": 0.0, "y": 0.0, "correct": [True, False] * 85, "confidence": 0.5})
+    summary = embedding.selection_summary(emb[emb["model"] != "c"], ["a", "b", "c"]).set_index("model")
+    assert summary["points"].tolist() == [100, 10, 0]
+    assert summary["share"].tolist() == pytest.approx([100 / 110, 10 / 110, 0.0])
+    shown = embedding.spread(emb, ["a", "b", "c"], 48)
+    assert shown["model"].value_counts().to_dict() == {"a": 19, "c": 19, "b": 10}  # b gives all it has
+    assert list(dict.fromkeys(shown["model"])) == ["a", "b", "c"] and not shown.index.duplicated().any()
+    assert len(embedding.spread(emb, ["a", "b", "c"], 500)) == 170
+    assert embedding.spread(emb, ["z"], 48).empty  # points of models not listed are not shown (and no hang)
+
+
+def test_a_selection_round_trips_through_the_link():
+    bounds = embedding.link_bounds((-1.23456, 2.34561, 0.5, 7.0001))
+    assert bounds == (-1.235, 2.346, 0.5, 7.001)  # rounded outward: the rectangle still holds every point
+    assert embedding.parse_bounds(embedding.bounds_text(bounds)) == bounds
+    assert embedding.bounds_text(bounds) == "-1.235,2.346,0.5,7.001"
+    for bad in ("1,2,3", "2,1,0,1", "0,1,nan,1", "a,b,c,d", "", "0,1,0,inf"):
+        assert embedding.parse_bounds(bad) is None
+    emb = pd.DataFrame({"x": [0.0, 1.0, 2.0], "y": [0.0, 1.0, 2.0]})
+    assert embedding.points_in(emb, (0.5, 2.0, 0.0, 1.5)).index.tolist() == [1]
 
 
 def test_the_summary_ks_column_equals_scipy():

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import warnings
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -94,8 +96,62 @@ def compute_embedding(bundle: LogitSet, eps: float, n_neighbors: int = 15, min_d
     return out
 
 
-def selection_summary(points: pd.DataFrame) -> pd.DataFrame:
-    """Per model among selected map points: how many, their accuracy and mean confidence."""
-    g = points.groupby("model", sort=False)
-    return pd.DataFrame({"points": g.size(), "accuracy": g["correct"].mean(),
-                         "mean confidence": g["confidence"].mean()}).reset_index()
+def selection_summary(points: pd.DataFrame, models: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per model among selected map points: how many, their share of the selection, accuracy, mean confidence.
+
+    With `models`, every one of them has a row in that order (0 points when the selection has none of it).
+    """
+    g = points.groupby("model", sort=False, observed=True)
+    out = pd.DataFrame({"points": g.size(), "accuracy": g["correct"].mean(),
+                        "mean confidence": g["confidence"].mean()})
+    if models is not None:
+        out = out.reindex(list(models)).fillna({"points": 0}).astype({"points": int})
+    out.insert(1, "share", out["points"] / max(len(points), 1))
+    return out.rename_axis("model").reset_index()
+
+
+def spread(points: pd.DataFrame, models: Sequence[str], k: int = 48) -> pd.DataFrame:
+    """At most k of the points, as evenly from each model as they allow (a model with few gives what it
+    has, the others share the rest), each model's in map order; so the thumbnails show every model."""
+    by_model = [points[points["model"] == m] for m in models]
+    take, left = [0] * len(models), min(k, len(points))
+    while left > 0:
+        open_ = [i for i, part in enumerate(by_model) if take[i] < len(part)]
+        if not open_:  # the rest are points of models not listed
+            break
+        for i in open_[:left]:
+            take[i] += 1
+        left -= min(len(open_), left)
+    return pd.concat([part.head(n) for part, n in zip(by_model, take)] or [points.iloc[0:0]])
+
+
+Bounds = tuple[float, float, float, float]  # x0, x1, y0, y1 of a rectangle on the map
+
+
+def link_bounds(bounds: Sequence[float], digits: int = 3) -> Bounds:
+    """A rectangle rounded outward to `digits` decimals, for a short link that still holds every point of it."""
+    x0, x1, y0, y1 = (float(v) * 10 ** digits for v in bounds)
+    return tuple(round(f(v) / 10 ** digits, digits) for f, v in
+                 ((math.floor, x0), (math.ceil, x1), (math.floor, y0), (math.ceil, y1)))
+
+
+def bounds_text(bounds: Bounds) -> str:
+    """The link's text of a rectangle: "x0,x1,y0,y1", as short as the numbers allow (`parse_bounds` reads it)."""
+    return ",".join(f"{v:.6f}".rstrip("0").rstrip(".") for v in bounds)
+
+
+def parse_bounds(text: str) -> Bounds | None:
+    """A link's rectangle "x0,x1,y0,y1" (finite, x0 <= x1, y0 <= y1), or None if the text is not one."""
+    try:
+        v = [float(t) for t in str(text).split(",")]
+    except ValueError:
+        return None
+    if len(v) != 4 or not all(math.isfinite(t) for t in v) or v[0] > v[1] or v[2] > v[3]:
+        return None
+    return v[0], v[1], v[2], v[3]
+
+
+def points_in(emb: pd.DataFrame, bounds: Bounds) -> pd.DataFrame:
+    """The map's points inside the rectangle (edges included)."""
+    x0, x1, y0, y1 = bounds
+    return emb[emb["x"].between(x0, x1) & emb["y"].between(y0, y1)]

@@ -9,6 +9,7 @@ free ones in catalog order.
 
 from __future__ import annotations
 
+import re
 from typing import Mapping, Sequence
 
 # the first ten are the default study's (in the order of FIXED), the next ten go to other models first
@@ -19,6 +20,7 @@ FIXED = ("standard", "pgd-at", "trades", "student:pgd-at:none", "student:pgd-at:
          "student:pgd-at:flatten_nonmax", "student:pgd-at:resample_nonmax", "student:pgd-at:global_confidence",
          "student:pgd-at:hard_labels", "student:standard:none")
 METHODS = {"standard": "Standard", "pgd-at": "PGD-AT", "trades": "TRADES"}
+OTHERS = {"adversarial": "Adversarially trained"}  # the Why page's toy model
 MANIPULATION_NAMES = {"none": "untouched", "shuffle_nonmax": "non-max shuffled", "flatten_nonmax": "non-max flattened",
                       "resample_nonmax": "non-max resampled", "global_confidence": "one global confidence",
                       "hard_labels": "hard labels"}
@@ -33,10 +35,11 @@ def display_name(name: str) -> str:
 
     Names the app does not know (zoo models, own names) are shown as they are.
     """
-    if name in METHODS:
-        return METHODS[name]
-    parts = name.split(" ", 1)
-    head, extra = parts[0], (f", {parts[1].replace(' ', ', ')}" if len(parts) > 1 else "")
+    if name in METHODS or name in OTHERS:
+        return METHODS.get(name) or OTHERS[name]
+    head, _, rest = name.partition(" ")
+    settings = re.match(r"((?:[\w.-]+=\S+(?: |$))*)(.*)", rest)  # "T=2 epochs=5", then any other text
+    extra = "".join(f", {t}" for t in settings.group(1).split()) + (f" {settings.group(2)}" if settings.group(2) else "")
     kind, _, rest = head.partition(":")
     teacher, _, manipulation = rest.partition(":")
     if kind not in ("student", "lab") or not teacher or not manipulation:

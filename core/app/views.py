@@ -165,6 +165,12 @@ def sample_table(bundle: LogitSet) -> pd.DataFrame:
     return out
 
 
+def group_names(split: str, classes: Sequence[str]) -> list[str]:
+    """The groups of a split in the order pages show them: class 0, 1, ... (class index), correct first."""
+    by_class = list(dict.fromkeys(f"class {c}" for c in classes))
+    return {"correct": ["correct", "incorrect"], "class": by_class}.get(split, ["all"])
+
+
 def _group(labels: np.ndarray, correct: np.ndarray, split: str, classes: Sequence[str]) -> np.ndarray:
     if split == "correct":
         return np.where(correct, "correct", "incorrect")
@@ -177,8 +183,8 @@ def quantity_values(bundle: LogitSet, table: pd.DataFrame, eps: float, quantity:
                     split: str = "none") -> pd.DataFrame:
     """The values of a quantity per model at one epsilon, with the group each belongs to.
 
-    Columns: model, group, value. quantity "logits" gives every logit of every sample (N*K rows
-    per model); the others give one value per sample.
+    Columns: model, group (categorical, in `group_names` order), value. quantity "logits" gives every
+    logit of every sample (N*K rows per model); the others give one value per sample.
     """
     if quantity not in QUANTITY_LABELS:
         raise LogitscopeError(f"Unknown quantity {quantity!r}: choose one of {', '.join(QUANTITY_LABELS)}.")
@@ -198,11 +204,12 @@ def quantity_values(bundle: LogitSet, table: pd.DataFrame, eps: float, quantity:
         parts.append(pd.DataFrame({"model": name, "group": group, "value": values}))
     out = pd.concat(parts, ignore_index=True)
     out["model"] = pd.Categorical(out["model"], categories=list(bundle.names))
+    out["group"] = pd.Categorical(out["group"], categories=group_names(split, bundle.classes))
     return out
 
 
 def value_range(bundle: LogitSet, table: pd.DataFrame, quantity: str) -> tuple[float, float]:
-    """A range covering the quantity at every epsilon (0.5 and 99.5 percentiles), for fixed axes."""
+    """The whole range of the quantity over every model and epsilon: fixed axes that clip no sample into an end bin."""
     if quantity == "logits":
         v = np.concatenate([z.reshape(-1) for z in bundle.logits.values()])
     else:
@@ -210,9 +217,9 @@ def value_range(bundle: LogitSet, table: pd.DataFrame, quantity: str) -> tuple[f
     v = v[np.isfinite(v)]
     if not len(v):
         return 0.0, 1.0
-    lo, hi = np.percentile(v, [0.5, 99.5])
+    lo, hi = float(v.min()), float(v.max())
     if quantity == "confidence":
-        hi = 1.0
+        hi = max(hi, 1.0)
     if hi <= lo:
         lo, hi = lo - 0.5, hi + 0.5
     return float(lo), float(hi)

@@ -160,11 +160,15 @@ def ks_distance(a, b) -> float:
 
 
 def grouped_values(values: pd.DataFrame) -> list[tuple[str, str, np.ndarray]]:
-    """(model, group, values) for every non-empty pair, groups in order of appearance, models in order."""
-    model = values["model"]
+    """(model, group, values) for every non-empty pair, models in order, groups in their categories' order
+    when `group` is categorical (class 0, 1, ...; correct before incorrect), else in order of appearance."""
+    model, group = values["model"], values["group"]
     models = list(model.cat.categories) if hasattr(model, "cat") else list(dict.fromkeys(model))
     mi = pd.Categorical(model, categories=models).codes.astype(np.int64)
-    gi, groups = pd.factorize(values["group"])
+    if hasattr(group, "cat"):
+        gi, groups = group.cat.codes.to_numpy().astype(np.int64), list(group.cat.categories)
+    else:
+        gi, groups = pd.factorize(group)
     key = gi * len(models) + mi
     order = np.argsort(key, kind="stable")
     v, k = values["value"].to_numpy(dtype=np.float64)[order], key[order]
@@ -174,7 +178,8 @@ def grouped_values(values: pd.DataFrame) -> list[tuple[str, str, np.ndarray]]:
 
 
 def histogram(values: pd.DataFrame, lo: float, hi: float, bins: int = 40) -> pd.DataFrame:
-    """Binned densities per (model, group) on shared edges; values outside [lo, hi] go to the end bins.
+    """Binned densities per (model, group) on shared edges; values outside [lo, hi] go to the end bins
+    (a false spike there: pass a range that covers every value, as core.app.views.value_range does).
 
     Columns: model, group, start, end, count, density (count / (n * width): areas sum to 1).
     """
