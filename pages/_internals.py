@@ -12,12 +12,17 @@ that page without app.py (no navigation, no page config). `use_navigation` leave
 If a Streamlit upgrade moves either, the pages keep working (a direct link after a start may then
 show the legacy layout until the next click) and one warning is logged; `tests/test_pages_internals.py`
 fails loudly when the pinned Streamlit no longer has them.
+
+`scroll_into_view` is the one trick on the browser's side: a script that scrolls to an element id,
+for a selection whose detail is out of sight. Without script support it does nothing and logs once.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import logging
+import re
 import sys
 
 import streamlit as st
@@ -80,3 +85,41 @@ def use_navigation() -> None:
             st.session_state[_FIXED] = True
             st.rerun()
         frame = frame.f_back
+
+
+# --- bringing an element into view --------------------------------------------------------------
+
+_SCROLLS = "_scrolls_sent"  # a counter: each script differs from the last, so the browser runs it again
+_SCROLL_SCRIPT = """<script data-n="{n}">
+(() => {{
+  const go = () => document.getElementById({anchor})?.scrollIntoView({{behavior: "smooth", block: "start"}});
+  [0, 300, 900].forEach((ms) => setTimeout(go, ms));  // again once the charts above have drawn
+}})();
+</script>"""
+
+
+def scroll_into_view(anchor: str) -> bool:
+    """Scroll the browser to the element with this id (a heading's `anchor=`); False if it cannot.
+
+    A DOM trick, not a Streamlit API: a script in `st.html`, which runs it in the page itself. Call
+    it only on the run that made the element worth seeing (a selection), never on every rerun; the
+    script is sent at the end of that run, after the element. Without script support in `st.html`
+    (another Streamlit version) the page works as before, without the scroll, and one warning is logged.
+    """
+    if not re.fullmatch(r"[A-Za-z][\w-]*", anchor):
+        raise ValueError(f"not an element id: {anchor!r}")
+    n = st.session_state.get(_SCROLLS, 0) + 1
+    st.session_state[_SCROLLS] = n
+    try:
+        st.html(_SCROLL_SCRIPT.format(n=n, anchor=json.dumps(anchor)), unsafe_allow_javascript=True)
+    except TypeError:  # st.html without unsafe_allow_javascript
+        _warn_scroll_once()
+        return False
+    return True
+
+
+def _warn_scroll_once() -> None:
+    if "scroll" not in _warned:
+        _warned.add("scroll")
+        log.warning("st.html cannot run scripts in this Streamlit version: a selected sample is not scrolled "
+                    "into view. Check pages/_internals.py against this Streamlit version.")

@@ -94,3 +94,15 @@ def test_training_is_deterministic_for_a_seed():
     w1, b1 = toy.train_linear(x, y, 0.3, spec)
     w2, b2 = toy.train_linear(x, y, 0.3, spec)
     assert np.array_equal(w1, w2) and np.array_equal(b1, b2)
+
+
+def test_a_collapsed_at_model_is_detected_and_a_healthy_one_is_not():
+    """eps 1 at separation 1: the best robust linear model is (nearly) constant, its confidence at chance."""
+    collapsed = toy.demo(toy.ToySpec(separation=1.0), 1.0)
+    s = collapsed.stats.set_index("model")
+    assert collapsed.n_classes == 3 and collapsed.collapsed()
+    assert s.loc["adversarial", "mean_confidence"] < 1 / 3 + 0.02 < s.loc["standard", "mean_confidence"]
+    assert s.loc["adversarial", "weight_l1"] < 0.05 * s.loc["standard", "weight_l1"]
+    for spec, eps in ((toy.ToySpec(), 0.5), (toy.ToySpec(), 0.0), (toy.ToySpec(separation=1.0), 0.3),
+                      (toy.ToySpec(separation=0.5, noise=2.0), 0.0)):  # the last: a weak standard model, no AT
+        assert not toy.demo(spec, eps).collapsed(), (spec, eps)

@@ -45,3 +45,24 @@ def test_a_moved_internal_is_one_logged_warning_not_an_error(monkeypatch, caplog
     warnings = [r for r in caplog.records if r.name == internals.__name__]
     assert len(warnings) == 1 and gone[-1] in warnings[0].getMessage()
     assert internals.present()[gone[-1] if moved == "LEGACY_RUNNER" else "PagesManager.renamed_flag"] is False
+
+
+def test_scroll_into_view_sends_a_fresh_script_each_time_and_degrades_to_one_warning(monkeypatch, caplog):
+    sent = []
+    monkeypatch.setattr(st, "html", lambda body, unsafe_allow_javascript=False: sent.append(
+        (body, unsafe_allow_javascript)))
+    assert internals.scroll_into_view("selected-sample") and internals.scroll_into_view("selected-sample")
+    assert all(js and '"selected-sample"' in body and "scrollIntoView" in body for body, js in sent)
+    assert sent[0][0] != sent[1][0]  # a browser reruns a script only when it changed
+    with pytest.raises(ValueError):
+        internals.scroll_into_view('x"); alert(1); ("')  # an id, never code
+
+    def old_html(body, **kwargs):
+        if kwargs:
+            raise TypeError("html() got an unexpected keyword argument 'unsafe_allow_javascript'")
+
+    monkeypatch.setattr(st, "html", old_html)
+    with caplog.at_level(logging.WARNING, logger=internals.__name__):
+        assert internals.scroll_into_view("selected-sample") is False
+        assert internals.scroll_into_view("selected-sample") is False
+    assert len([r for r in caplog.records if r.name == internals.__name__]) == 1

@@ -105,7 +105,7 @@ def open_page(page: str, query: dict):
     return at.run()
 
 
-PARAMS = ["ds", "m", "norm", "steps", "eps", "dd", "q", "split", "a", "b", "color", "i", "teacher", "manip", "T",
+PARAMS = ["ds", "m", "norm", "steps", "eps", "dd", "q", "split", "a", "b", "on", "color", "i", "teacher", "manip", "T",
           "hard", "frac", "epochs", "seed", "lq", "teps", "sep", "noise", "classes", "zzz"]
 
 

@@ -93,3 +93,14 @@ def sample_logits(bundle: LogitSet, names: Sequence[str], eps: float, idx: int) 
             role = "true class" if k == y else ("prediction" if k == pred else "other")
             rows.append({"model": name, "class": bundle.classes[k], "logit": float(v), "role": role})
     return pd.DataFrame(rows)
+
+
+def clean_and_attacked_logits(bundle: LogitSet, names: Sequence[str], eps: float,
+                              idx: int) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """One sample's logits on the clean image and under the attack at `eps` (None when eps is 0).
+
+    Each frame has `sample_logits`' columns; the clean one is the grid's epsilon 0, which every
+    logit set holds.
+    """
+    clean = sample_logits(bundle, names, 0.0, idx)
+    return clean, (sample_logits(bundle, names, eps, idx) if eps > 0 else None)

@@ -25,6 +25,11 @@ import pandas as pd
 from core.engine import analysis
 from core.errors import LogitscopeError
 
+# The AT model has collapsed when its mean confidence above chance (1/K) is under this fraction of the
+# standard model's: its logits are nearly equal on every input. Seen once eps is about as large as the
+# classes' separation allows (eps 1 at separation 1), never at the page's defaults (about 0.98 there).
+COLLAPSE_FRACTION = 0.1
+
 
 @dataclass(frozen=True)
 class ToySpec:
@@ -137,6 +142,22 @@ class ToyResult:
     y: np.ndarray
     models: dict[str, tuple[np.ndarray, np.ndarray]]  # "standard" / "adversarial" -> (W, b)
     stats: pd.DataFrame                               # one row per model, columns of logit_stats
+
+    @property
+    def n_classes(self) -> int:
+        return len(next(iter(self.models.values()))[1])
+
+    def collapsed(self) -> bool:
+        """Whether the adversarially trained model predicts (nearly) the same logits for every input.
+
+        Past an eps about as large as the class separation allows, almost every margin can be pushed
+        below zero, and the best robust linear model shrinks its weights to almost nothing: a
+        (nearly) constant prediction, its confidence at chance, 1/K.
+        """
+        s = self.stats.set_index("model")
+        chance = 1 / self.n_classes
+        above = s.loc["adversarial", "mean_confidence"] - chance
+        return bool(self.eps > 0 and above < COLLAPSE_FRACTION * (s.loc["standard", "mean_confidence"] - chance))
 
     def per_sample(self) -> pd.DataFrame:
         """Per-sample max logit and gap of both models. Columns: model, max_logit, logit_gap."""
