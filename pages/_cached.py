@@ -77,11 +77,13 @@ def adversarial(key: str, eps: float, index: int, _recipe: Recipe, _sel: views.S
 def sample_detail(ctx: Ctx, b: views.LogitSet, names: Sequence[str], eps: float, idx: int) -> dict:
     """The clean image, each model's adversarial example and the sample's logits (for the bars).
 
-    A model whose weights are not at hand (a zoo model in the demo, a checkpoint left out of a
-    bundle) has None instead of its adversarial example, and `missing[name]` says why.
+    "clean_logits" are the logits on the clean image, "logits" those under the attack at eps (None
+    at eps 0). A model whose weights are not at hand (a zoo model in the demo, a checkpoint left out
+    of a bundle) has None instead of its adversarial example, and `missing[name]` says why.
     """
-    out = {"clean": images(ctx.sel.dataset, (idx,), ctx.sel.data_dir)[0],
-           "logits": samples.sample_logits(b, names, eps, idx), "missing": {}}
+    clean, attacked = samples.clean_and_attacked_logits(b, names, eps, idx)
+    out = {"clean": images(ctx.sel.dataset, (idx,), ctx.sel.data_dir)[0], "clean_logits": clean,
+           "logits": attacked, "missing": {}}
     for n in names:
         r = ctx.catalog[n]
         try:
@@ -180,13 +182,14 @@ def cache_summary() -> pd.DataFrame:
     return overview.cache_summary()
 
 
-def lab_runs(dataset: str) -> pd.DataFrame:
-    """Not cached: jobs add rows while the app runs (reading the small Parquet file is fast)."""
-    return lab.load_runs(dataset)
+def lab_runs(dataset: str, owner: str | None = None) -> pd.DataFrame:
+    """Not cached: jobs add rows while the app runs (reading the small Parquet file is fast). With `owner`
+    (a demo visitor): the bundle's runs and theirs."""
+    return lab.load_runs(dataset, owner)
 
 
-def delete_runs(run_ids: Sequence[str]) -> None:
-    lab.delete_runs(run_ids)
+def delete_runs(run_ids: Sequence[str], owner: str | None = None) -> int:
+    return lab.delete_runs(run_ids, owner)
 
 
 def runs_curve(runs: pd.DataFrame) -> pd.DataFrame:
@@ -211,8 +214,8 @@ def order_agreement(key: str, teacher: str, students: Sequence[str], _b: views.L
     return lab.agreement_frame(_b.at(teacher, 0.0), {n: _b.at(n, 0.0) for n in students}, _b.labels)
 
 
-def selection_summary(points: pd.DataFrame) -> pd.DataFrame:
-    return emb.selection_summary(points)
+def selection_summary(points: pd.DataFrame, models: Sequence[str] | None = None) -> pd.DataFrame:
+    return emb.selection_summary(points, models)
 
 
 def toy_histogram(result: toy.ToyResult, quantity: str) -> pd.DataFrame:

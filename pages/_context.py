@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import gc
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
 import streamlit as st
 
-from core.app import lab, overview, prepare, views
+from core.app import lab, overview, palette, prepare, views
+from core.config import cache_dir, demo_mode
 from core.engine.data import DATASETS
 from core.errors import LogitscopeError
 from core.study.hyper import HYPER, eps_grid, hyper
@@ -32,8 +33,15 @@ def guard() -> Iterator[None]:
     try:
         yield
     except LogitscopeError as exc:
-        st.error(str(exc), icon=":material/error:")
+        st.error(shown_error(str(exc)), icon=":material/error:")
         st.stop()
+
+
+def shown_error(message: str) -> str:
+    """A message as a visitor reads it: in the hosted demo, the server's cache folder is not named."""
+    if demo_mode():
+        message = message.replace(str(cache_dir()), "the demo's cache")
+    return message
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,7 @@ class Ctx:
     lab_names: tuple[str, ...]
     demo: object | None = None  # the core.app.demo.Demo being served, or None
     seeds: int = 1              # the findings use the default study of seeds 0..seeds-1
+    colors: dict[str, str] = field(default_factory=dict)  # one colour per model of the catalog (core.app.palette)
 
     def recipes(self, names: Sequence[str] | None = None) -> dict[str, Recipe]:
         return {n: self.catalog[n] for n in (self.sel.models if names is None else names)}
@@ -74,8 +83,13 @@ def _ready(catalog: dict[str, Recipe], ds: str, norm: str, steps: int) -> dict[s
     return {n: r for n, r in catalog.items() if not prepare.missing([r], sel.data(), sel.attack(), sel.grid())}
 
 
-def sidebar(page_params: Sequence[str] = ()) -> Ctx:
-    """Render the shared sidebar and return what it chose; starts the first-run training if needed."""
+def sidebar(page_params: Sequence[str] = (), eps_on_page: bool = False) -> Ctx:
+    """Render the shared sidebar and return what it chose; starts the first-run training if needed.
+
+    `eps_on_page`: the page has its own epsilon control (`eps_scrubber`), the one shown on that page: the
+    sidebar then names it instead of offering a second slider (both would write the session's one epsilon,
+    but a sidebar outside the page's fragment could not follow a scrub or Play).
+    """
     demo = data.demo()  # first: in the demo it points the cache at the bundle
     internals.use_navigation()
     state.show_ignored(None)  # until this run's slot exists below
@@ -92,13 +106,14 @@ def sidebar(page_params: Sequence[str] = ()) -> Ctx:
             ds = st.selectbox("Dataset", options, **state.bind("ds", options[0], parse),
                               help="The dataset whose models and test images every page shows. Add your own "
                                    "data below.", disabled=demo is not None)
-        runs = lab.run_recipes(ds)
+        runs = lab.run_recipes(ds, owner=data.visitor())
         catalog = views.catalog(ds, extra=runs)
         if demo:
             catalog = _ready(catalog, ds, demo.norm, demo.steps)
         names = list(catalog)
         default = [n for n in ("standard", "pgd-at") if n in names] or names[:2]
         models = st.multiselect("Models", names, **state.bind("m", default, state.several(names)),
+                                format_func=palette.display_name,
                                 help="Two or more models to compare. Lab runs appear here once trained.")
         st.caption("Attack used to evaluate (PGD)" + (": fixed by the demo's bundle" if demo else ""))
         c1, c2 = st.columns(2)
@@ -110,11 +125,16 @@ def sidebar(page_params: Sequence[str] = ()) -> Ctx:
             "steps", demo.steps if demo else hyper(ds).eval_steps, state.number(lo, hi, integer=True)),
             help="PGD iterations; more is a stronger attack and a longer first computation.")
         grid = eps_grid(ds, norm, data_dir)
-        eps = st.select_slider("Epsilon", grid, **state.bind("eps", grid[min(2, len(grid) - 1)],
-                                                              state.on_grid(grid)),
-                               format_func=lambda e: f"{e:g}",
-                               help="Attack budget in pixel units (0 = clean images). Every page reads "
-                                    "its logits from the cache at this epsilon.")
+        if eps_on_page:
+            eps = state.value("eps", grid[min(2, len(grid) - 1)], state.on_grid(grid))
+            st.caption("Epsilon: set on this page, by the slider above the charts. The other pages use the "
+                       "same epsilon.")
+        else:
+            eps = st.select_slider("Epsilon", grid, **state.bind("eps", grid[min(2, len(grid) - 1)],
+                                                                  state.on_grid(grid)),
+                                   format_func=lambda e: f"{e:g}",
+                                   help="Attack budget in pixel units (0 = clean images). Every page reads "
+                                        "its logits from the cache at this epsilon.")
         most = 1 if demo else overview.SEEDS_MAX  # a bundle holds one seed
         seeds = st.number_input("Seeds for the findings", 1, overview.SEEDS_MAX, step=1, disabled=demo is not None,
                                 **state.bind("seeds", 1, state.number(1, most, integer=True)),
@@ -123,11 +143,35 @@ def sidebar(page_params: Sequence[str] = ()) -> Ctx:
                                      "you ask on the overview page; the model pickers show seed 0's models.")
         state.show_ignored(st.empty())  # the page adds its own bad settings here as it binds its widgets
         sel = views.Selection(ds, tuple(models), norm, int(steps), data_dir=data_dir)
-        ctx = Ctx(sel, float(eps), catalog, tuple(r.name for r in runs), demo, int(seeds))
+        ctx = Ctx(sel, float(eps), catalog, tuple(r.name for r in runs), demo, int(seeds), palette.assign(list(catalog)))
         if demo is None:
             waiting.bootstrap(sel, [catalog[n] for n in sel.models])
         waiting.sidebar_jobs()
     return ctx
+
+
+def page_only(page_params: Sequence[str] = ()) -> None:
+    """The sidebar of a self-contained page: navigation and background work, none of the shared settings.
+
+    The shared settings stay in the session (and come back on the next page); the sidebar says why
+    they are not shown.
+    """
+    data.demo()
+    internals.use_navigation()
+    state.show_ignored(None)
+    state.keep_only((*SIDEBAR_PARAMS, *page_params))
+    with st.sidebar:
+        st.caption("This page is self-contained: the models, attack and epsilon chosen on the other pages do not "
+                   "apply here, so their settings are hidden. They come back as you were on the other pages.")
+        state.show_ignored(st.empty())
+        waiting.sidebar_jobs()
+
+
+def note_twins(ctx: Ctx, names: Sequence[str] | None = None) -> None:
+    """A caption naming the models shown together that are the same model (identical clean logits)."""
+    note = overview.twins_note(overview.twins(ctx.recipes(names), ctx.sel.data()), palette.display_name)
+    if note:
+        st.caption(note)
 
 
 def require(ctx: Ctx, names: Sequence[str] | None = None) -> None:
@@ -150,8 +194,9 @@ def eps_scrubber(ctx: Ctx, render: Callable[[float], None]) -> None:
     """A slider over the cached grid plus a play toggle, around `render(eps)` (the charts it drives).
 
     The slider and the charts form one fragment: scrubbing or playing reruns only them, from cached
-    logits. While playing, the fragment reruns every second and steps epsilon through the grid; the
-    sidebar's epsilon follows at the next full run.
+    logits. While playing, the fragment reruns every second and steps epsilon through the grid. The
+    slider is the session's one epsilon (the page's sidebar is `sidebar(eps_on_page=True)`), kept in the
+    URL as `eps` like the sidebar's, so the other pages and a shared link open at the scrubbed value.
     """
     grid = ctx.sel.grid()
     playing = bool(st.session_state.get("w.play"))
@@ -167,7 +212,8 @@ def eps_scrubber(ctx: Ctx, render: Callable[[float], None]) -> None:
         bound = state.bind("eps", ctx.eps, state.on_grid(grid), key="w.eps.main")
         eps = c1.select_slider("Epsilon (scrub or play)", grid, format_func=lambda e: f"{e:g}",
                                key=bound["key"], on_change=_scrubbed, args=bound["args"],
-                               help="The same epsilon as the sidebar's. Charts redraw from cached logits.")
+                               help="The session's epsilon: the other pages use it too. Charts redraw from "
+                                    "cached logits.")
         if c2.toggle("Play", key="w.play", help="Step through the epsilons, one per second.") != playing:
             st.rerun()  # the whole page: the fragment is rebuilt with (or without) its timer
         render(float(eps))

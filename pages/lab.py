@@ -4,7 +4,7 @@ import json
 
 import streamlit as st
 
-from core.app import charts, jobs, lab
+from core.app import charts, jobs, lab, palette
 from core.app.demo import LAB_MAX_EPOCHS
 from core.app.views import QUANTITY_LABELS
 from core.engine.distill import MANIPULATIONS
@@ -13,6 +13,7 @@ from core.study.hyper import hyper
 from core.study.recipes import is_trained, teacher_recipes
 from pages import _cached as cached
 from pages import _context as ui
+from pages import _data as data
 from pages import _state as state
 from pages import _waiting as waiting
 
@@ -35,7 +36,7 @@ with ui.guard():
     max_epochs = min(60, LAB_MAX_EPOCHS) if demo else 60
     left, right = st.columns(2)
     with left:
-        teacher = st.selectbox("Teacher", teachers, **state.bind("teacher", "pgd-at" if "pgd-at" in teachers
+        teacher = st.selectbox("Teacher", teachers, format_func=palette.display_name, **state.bind("teacher", "pgd-at" if "pgd-at" in teachers
                                                                     else teachers[0], state.choice(teachers)))
         manip = st.selectbox("Manipulation of the teacher's logits", list(MANIPULATIONS),
                              **state.bind("manip", "shuffle_nonmax", state.choice(MANIPULATIONS)))
@@ -61,6 +62,11 @@ with ui.guard():
 
     spec = lab.LabSpec(sel.dataset, teacher, manip, float(temperature), float(hard), float(frac), int(epochs),
                        int(seed), int(reps))
+    # the baselines' roles in the interval charts wear the colours of the study's models they stand for
+    roles = {**ctx.colors, **{name: ctx.colors[m] for name, m in (
+        (lab.BASELINES["untouched"][0], f"student:{teacher}:none"), (lab.BASELINES["standard"][0],
+                                                                     "student:standard:none"),
+        ("the run's student", spec.name())) if m in ctx.colors}}
     attack = sel.attack()
     job_key = waiting.lab_job_key(spec, attack)
     if demo is not None and not demo.live_lab:
@@ -72,13 +78,18 @@ with ui.guard():
         try:
             waiting.start_lab(spec, sel)
         except LogitscopeError as exc:
-            st.error(str(exc))
+            st.error(ui.shown_error(str(exc)), icon=":material/error:")
     job = jobs.get(job_key)
     if job is not None:
         waiting.show_job(job)
 
-    runs = cached.lab_runs(sel.dataset)
-    st.subheader(f"This configuration: {spec.name()}")
+    owner = data.visitor()  # a demo visitor's runs are their own; None in a local app
+    runs = cached.lab_runs(sel.dataset, owner)
+    if demo is not None:
+        st.caption(f"In this demo you see the bundle's runs (read-only) and your own, at most {lab.VISITOR_RUNS}; "
+                   "other visitors' runs are theirs. Your runs last as long as this browser session and the "
+                   f"server: the demo keeps the newest {lab.SHARED_RUNS} visitors' runs in all.")
+    st.subheader(f"This configuration: {palette.display_name(spec.name())}")
     row = runs[runs["run"] == lab.run_id(spec, attack)]
     if row.empty:
         st.info("Not run yet under this attack: press **Distill**.", icon=":material/science:")
@@ -104,12 +115,17 @@ with ui.guard():
                   help=f"{r.norm} PGD-{r.steps} at the sidebar's epsilon {ctx.eps:g}, mean over {seeds}.")
         m6.metric("Incorrect-class order agreement", f"{r.order_agreement:.3f}",
                   help="Mean Kendall tau between the student's and the teacher's order of the wrong classes.")
-        m7.metric("Run time", f"{r.seconds:.1f} s")
+        if r.reused is True:
+            m7.metric("Students", "reused", help=f"Every student was trained before (the default study or an earlier "
+                      f"run), so nothing was distilled: the run re-read their evaluations in {r.seconds:.1f} s.")
+        else:
+            m7.metric("Run time", f"{r.seconds:.1f} s", help="Distilling and evaluating the students and baselines.")
         frame = lab.interval_frame(row.tail(1))
         if len(frame):
             st.markdown(f"**Robust accuracy ({head['label']})**, 95% intervals: the run's students and the "
                         "baselines (distilled with the same settings and seeds, nothing manipulated)")
-            st.altair_chart(charts.interval_chart(frame, f"robust accuracy ({head['label']})"), width="stretch")
+            st.altair_chart(charts.interval_chart(frame, f"robust accuracy ({head['label']})", colors=roles),
+                            width="stretch")
         names = cached.lab_comparison_names(ctx, spec)
         if names is None:
             st.info("Some models of the comparison are still being prepared; see the sidebar.")
@@ -120,7 +136,8 @@ with ui.guard():
             with c1:
                 st.markdown(f"**Accuracy under {attack.norm} PGD-{attack.steps}** (upper bounds): the run's first "
                             "student, its teacher and the default study's baseline students")
-                st.altair_chart(charts.accuracy_chart(acc, ctx.eps, names, f"accuracy under PGD-{attack.steps}"),
+                st.altair_chart(charts.accuracy_chart(acc, ctx.eps, names, f"accuracy under PGD-{attack.steps}",
+                                                      colors=ctx.colors),
                                 width="stretch")
             with c2:
                 q = st.selectbox("Logit statistic", [k for k in QUANTITY_LABELS if k != "logits"],
@@ -128,34 +145,55 @@ with ui.guard():
                                                                                state.choice(QUANTITY_LABELS)))
                 pair_key, pair_bundle, pair_table = cached.logit_set(ctx, [teacher, spec.name()])
                 hist, _ = cached.distribution(pair_key, ctx.eps, q, "none", pair_bundle, pair_table)
-                st.altair_chart(charts.distribution_chart(hist, QUANTITY_LABELS[q], [teacher, spec.name()]),
+                st.altair_chart(charts.distribution_chart(hist, QUANTITY_LABELS[q], [teacher, spec.name()],
+                                                          colors=ctx.colors),
                                 width="stretch")
             st.markdown("**Does the student keep the teacher's order of the incorrect classes?** (clean test images)")
             agreement = cached.order_agreement(key, teacher, [n for n in names if n != teacher], bundle)
-            st.altair_chart(charts.agreement_chart(agreement, [n for n in names if n != teacher]), width="stretch")
+            st.altair_chart(charts.agreement_chart(agreement, [n for n in names if n != teacher], colors=ctx.colors),
+                            width="stretch")
 
     st.subheader("All runs")
-    shown = lab.display_table(runs)
+    shown = lab.display_table(runs, owner)
+    long = [c for c in shown.columns if "interval" in c or "(AutoAttack" in c or c.startswith("acc @")
+            or "verdict" in c]
     event = st.dataframe(shown.drop(columns="run"), hide_index=True, width="stretch", on_select="rerun",
                          selection_mode="multi-row", key="runs",
-                         column_config={"name": st.column_config.TextColumn(width="medium"),
-                                        **{c: st.column_config.NumberColumn(format="%.3f") for c in shown.columns
-                                           if c.startswith("acc") or c in ("clean acc", "order agreement")}})
+                         column_config={"name": st.column_config.TextColumn(width="large"),
+                                        **{c: st.column_config.Column(width="large", help=c) for c in long},
+                                        **{c: st.column_config.NumberColumn(format="%.3f", help=c)
+                                           for c in shown.columns if c.startswith("acc")
+                                           or c in ("clean acc", "order agreement")}})
+    picked = [i for i in charts.selected_rows(event) if i < len(shown)]
+    chosen = shown["run"].iloc[picked].tolist()
     if not runs.empty:
-        frame = lab.interval_frame(runs)
+        compared = runs[runs["run"].isin(chosen)] if chosen else runs
+        which = f"the {len(chosen)} selected run{'' if len(chosen) == 1 else 's'}" if chosen else \
+            "the last ten runs (select rows in the table to compare those instead)"
+        frame = lab.interval_frame(compared)
         if len(frame):
-            label = f"robust accuracy ({lab.summary(runs[runs['reliable_eps'].notna()].iloc[-1])['label']})"
-            st.markdown(f"**{label[0].upper() + label[1:]} of the last ten runs** with their baselines, 95% intervals")
-            st.altair_chart(charts.interval_chart(frame, label), width="stretch")
-        curve = cached.runs_curve(runs)
-        st.markdown("**Accuracy under PGD of the last ten runs** (upper bounds; means over replicates)")
+            label = f"robust accuracy ({lab.summary(compared[compared['reliable_eps'].notna()].iloc[-1])['label']})"
+            st.markdown(f"**{label[0].upper() + label[1:]} of {which}** with their baselines, 95% intervals")
+            st.altair_chart(charts.interval_chart(frame, label, colors=roles), width="stretch")
+        curve = cached.runs_curve(compared)
+        st.markdown(f"**Accuracy under PGD of {which}** (upper bounds; means over replicates)")
         st.altair_chart(charts.accuracy_chart(curve, ctx.eps, list(dict.fromkeys(curve["model"])),
-                                              "accuracy under PGD (upper bound)"), width="stretch")
-    c1, c2 = st.columns(2)
+                                              "accuracy under PGD (upper bound)", colors=ctx.colors), width="stretch")
+    removable = lab.owned(runs[runs["run"].isin(chosen)], owner).sum() if chosen else 0
+    c1, c2, c3 = st.columns(3)
     c1.download_button("Download the run table (CSV)", lambda: shown.to_csv(index=False).encode(),
                        file_name=f"logitscope-lab-{sel.dataset}.csv", mime="text/csv", icon=":material/download:",
                        on_click="ignore", disabled=runs.empty)
-    chosen = [shown["run"].iloc[i] for i in charts.selected_rows(event) if i < len(shown)]
-    if c2.button(f"Remove {len(chosen)} selected run(s) from the table", disabled=not chosen, icon=":material/delete:"):
-        cached.delete_runs(chosen)
+    names = [n for n in runs[runs["run"].isin(chosen)]["name"] if n in ctx.catalog]
+    if c2.button(f"Compare {len(names)} selected on the other pages", disabled=not names, icon=":material/compare:",
+                 help="Shows the selected runs' students, with their teacher, on Logit distributions (and every page "
+                      "that reads the sidebar's models)."):
+        teachers = list(dict.fromkeys(runs[runs["run"].isin(chosen)]["teacher"]))
+        state.set_value("m", list(dict.fromkeys([t for t in teachers if t in ctx.catalog] + names)))
+        st.switch_page("pages/distributions.py")
+    what = "of your runs" if owner is not None else "selected run(s)"
+    if c3.button(f"Remove {removable} {what} from the table", disabled=not removable, icon=":material/delete:",
+                 help="Bundled runs are read-only in the demo." if owner is not None else
+                 "Their checkpoints stay in the cache."):
+        cached.delete_runs(chosen, owner)
         st.rerun()

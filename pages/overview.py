@@ -2,14 +2,20 @@
 
 import streamlit as st
 
-from core.app import jobs, overview, prepare
+from core.app import jobs, overview, palette, prepare
 from core.app.demo import DISABLED, LAB_MAX_EPOCHS
 from core.app.views import NORM_LABELS
 from core.config import cache_dir
+from core.engine.logits import entry_ok
 from core.study.recipes import is_trained
 from pages import _cached as cached
 from pages import _context as ui
 from pages import _waiting as waiting
+
+
+def _names(recipes) -> str:
+    return ", ".join(palette.display_name(r.name) for r in recipes)
+
 
 STARTED = "_overview_job"  # the job this session last started here: its error stays shown until the next one
 
@@ -44,12 +50,15 @@ with ui.guard():
     shown = overview.findings_state(per_seed, sel.data(), ev)  # read before the findings, so no entry goes unseen
     view = cached.findings(ctx)
     with st.container(border=True):
-        st.markdown(f"**The findings in this cache** ({sel.dataset}, the default study, {ctx.seeds} "
-                    f"seed{'' if ctx.seeds == 1 else 's'} asked; robust accuracy under {view.attack}"
-                    f"{', or provisionally under PGD where it is not computed yet' if view.provisional else ''}). "
-                    "A finding **holds** when the 95% interval of its effect lies on the claimed side, is **reversed** "
-                    "when it lies on the other side, and is **not resolved** when it straddles no effect: more seeds "
-                    "narrow it. *What the verdicts mean* in the README says more.")
+        where = "this demo's bundle" if demo else "this cache"
+        st.markdown(f"**The findings in {where}** ({sel.dataset}, the default study, {ctx.seeds} "
+                    f"seed{'' if ctx.seeds == 1 else 's'} asked). Findings 1 and 2 are measured on **clean** test "
+                    f"images; finding 3 compares robust accuracy under {view.attack}"
+                    f"{' (or provisionally under PGD at that epsilon, where it is not computed yet)' if view.provisional else ''}"
+                    ". Each line names its attack and epsilon. A finding **holds** when the 95% interval of its "
+                    "effect lies on the claimed side, is **reversed** when it lies on the other side, and is **not "
+                    "resolved** when it straddles no effect: more seeds narrow it. *What the verdicts mean* in the "
+                    "README says more.")
         for line in view.lines:
             st.markdown(line)
         for line in view.waiting:
@@ -81,13 +90,16 @@ with ui.guard():
     if started is not None and not started.snapshot().active:  # failed or cancelled: say so here
         waiting.show_job(started)
     table = cached.model_table(ctx, found)
+    table["model"] = table["model"].map(palette.display_name)
     robust, pgd = overview.reliable_column(ev), overview.pgd_column(sel.attack(), ctx.eps)
-    st.dataframe(
+    st.dataframe(  # the accuracies right after the name: on a phone they are what shows without scrolling
         table, hide_index=True, width="stretch",
-        column_order=["model", "role", "method", "teacher", "manipulation", "clean accuracy", robust, pgd,
-                      "gradients", "source", "status", "mean max logit"],
+        column_order=["model", "clean accuracy", robust, pgd, "status", "role", "method", "teacher", "manipulation",
+                      "gradients", "source", "mean max logit", "key"],
         column_config={
-            "clean accuracy": st.column_config.ProgressColumn(format="%.3f", min_value=0, max_value=1),
+            "model": st.column_config.TextColumn(width="medium", pinned=True),
+            "clean accuracy": st.column_config.ProgressColumn(format="%.3f", min_value=0, max_value=1,
+                                                              help="Accuracy on the clean test images."),
             robust: st.column_config.ProgressColumn(
                 format="%.3f", min_value=0, max_value=1,
                 help=f"Accuracy under {ev.describe()}: the reliable attack, the robust accuracy the findings use. "
@@ -95,41 +107,57 @@ with ui.guard():
             pgd: st.column_config.ProgressColumn(
                 format="%.3f", min_value=0, max_value=1,
                 help="Accuracy under the pages' PGD attack at the sidebar's epsilon: fast, but weaker than "
-                     "AutoAttack, so an upper bound on robust accuracy."),
+                     "AutoAttack, so an upper bound on robust accuracy. Blank while it is not computed."),
             "gradients": st.column_config.TextColumn(
                 help="The gradient-masking check: ok, masking suspected (the reasons are listed below the "
                      "table), or not checked yet (its attacks are not computed)."),
-            "mean max logit": st.column_config.NumberColumn(format="%.2f"),
+            "mean max logit": st.column_config.NumberColumn(format="%.2f", help="On clean test images."),
+            "key": st.column_config.TextColumn(help="The model's name in links, the cache and the command line."),
         })
+    ui.note_twins(ctx, list(ctx.catalog))
     st.caption(f"Accuracies on the {sel.dataset} test split. Robust accuracy comes from {ev.describe()}, the "
                f"findings' epsilon. The PGD column is {NORM_LABELS[sel.norm]} PGD-{sel.steps} at the sidebar's "
                f"epsilon ({ctx.eps:g}): fast, what the other pages scrub, and an upper bound on robust accuracy (a "
                "stronger attack can only find more). Change them in the sidebar.")
     flagged = {n: e.report for n, e in found.items() if e.report is not None and e.report.flagged}
     if flagged:
-        with st.expander(f"Gradient masking suspected: {', '.join(flagged)}", expanded=True,
+        with st.expander(f"Gradient masking suspected: {', '.join(map(palette.display_name, flagged))}", expanded=True,
                          icon=":material/warning:"):
             st.markdown("A model that masks its gradients looks robust to gradient attacks without being robust: "
                         "its PGD numbers (and perhaps AutoAttack's) overstate it.")
             for n, report in flagged.items():
-                st.markdown(f"**{n}**\n\n" + "\n".join(f"- {reason}" for reason in report.reasons))
+                st.markdown(f"**{palette.display_name(n)}**\n\n" + "\n".join(f"- {reason}" for reason in report.reasons))
 
     data, attack, grid = sel.data(), sel.attack(), sel.grid()
     unchecked = [n.recipe for n in prepare.evidence_missing(list(ctx.catalog.values()), data, ev)]
     unchecked.sort(key=lambda r: r.name not in overview.FINDING_MODELS)  # the findings' models first
     running = waiting.evidence_job(sel, unchecked) if unchecked else None
+    no_aa = [r for r in unchecked if not entry_ok(r.key, data, ev.reliable.at(ev.eps))]
+    no_check = [r for r in unchecked if r not in no_aa]
     if unchecked:
         where = ("this demo's bundle does not hold them" if demo else
                  "they are being computed in the background (progress above)" if running is not None else
                  "press *Compute AutoAttack and the masking check* below")
-        st.info(f"**Evidence missing** for {len(unchecked)} model{'' if len(unchecked) == 1 else 's'} "
-                f"({', '.join(f'`{r.name}`' for r in unchecked)}): AutoAttack at eps {ev.eps:g} and the "
-                f"gradient-masking check are not computed, so their robust accuracy and gradients cells are empty or "
-                f"'not checked yet'. AutoAttack takes about 15 s per digits model on a CPU, so it runs in the "
-                f"background after the PGD logits the other pages read; {where}.", icon=":material/pending:")
+        parts = []
+        if no_aa:
+            parts.append(f"AutoAttack at eps {ev.eps:g} is not computed for {_names(no_aa)}, so their robust accuracy "
+                         "cells are empty (about 15 s per digits model on a CPU)")
+        if no_check:
+            parts.append(f"the gradient-masking check is not computed for {_names(no_check)}: it compares "
+                         f"AutoAttack with the sidebar's {NORM_LABELS[sel.norm]} PGD-{sel.steps} and other attacks, "
+                         "so a new attack setting needs its own run")
+        st.info(f"**Evidence missing** for {len(unchecked)} model{'' if len(unchecked) == 1 else 's'}: "
+                f"{'; '.join(parts)}. It runs in the background after the PGD logits the other pages read; {where}.",
+                icon=":material/pending:")
+    not_ready = [n.recipe for n in prepare.missing(list(ctx.catalog.values()), data, attack, grid)]
+    if not_ready and not demo:
+        st.info(f"**PGD logits missing** for {len(not_ready)} model{'' if len(not_ready) == 1 else 's'} "
+                f"({_names(not_ready)}): the sidebar's attack, {NORM_LABELS[sel.norm]} PGD-{sel.steps} over "
+                f"{len(grid)} epsilons, has not been run on them, so their PGD cells are empty (clean accuracy does "
+                "not depend on the attack and still shows). The other pages wait for these logits; press *Compute "
+                "missing logits* below, or go back to the attack that was computed.", icon=":material/pending:")
 
     untrained = [r for r in ctx.catalog.values() if not is_trained(r)]
-    not_ready = [n.recipe for n in prepare.missing(list(ctx.catalog.values()), data, attack, grid)]
     c1, c2, c3 = st.columns(3)
     if c1.button(f"Train missing models ({len(untrained)})", disabled=demo or not untrained,
                  icon=":material/model_training:", key="train_missing",
@@ -152,11 +180,13 @@ with ui.guard():
         st.session_state[STARTED] = job.key
         st.rerun()
 
-    st.subheader("Cache")
     if demo:
-        st.markdown(f"The demo reads a temporary copy of its bundle in `{cache_dir()}`; the bundle itself is never "
-                    "written. Lab runs of this session live there until the app stops.")
+        st.subheader("The bundle")
+        st.markdown(f"This demo serves the bundle {ctx.demo.describe()}. It is read, never written: the pages show "
+                    "what it holds, and your lab runs last as long as your browser session and this server.")
+        st.dataframe(cached.cache_summary(), hide_index=True, column_config={"part": "part of the bundle"})
     else:
+        st.subheader("Cache")
         st.markdown(f"Everything computed lives in `{cache_dir()}` (set `LOGITSCOPE_CACHE` to move it). Deleting it "
                     "is always safe: the app recomputes what it needs, starting with the default models.")
-    st.dataframe(cached.cache_summary(), hide_index=True)
+        st.dataframe(cached.cache_summary(), hide_index=True)

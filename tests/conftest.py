@@ -91,3 +91,30 @@ def chromium() -> str:
             pytest.fail(f"no Chromium at {CHROMIUM}: install Debian's chromium (never `playwright install`)")
         pytest.skip(f"no Chromium at {CHROMIUM}")
     return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+def server(_study_dir, chromium, tmp_path_factory):
+    """The app for the browser tests, served once per session from a copy of the study cache (the lab may
+    write to it) with the app's real default workers."""
+    from apptest import served_env
+
+    from bench.appserver import serve_app
+
+    cache = tmp_path_factory.mktemp("browser") / "cache"
+    shutil.copytree(_study_dir, cache, ignore=shutil.ignore_patterns("*.lock", "lab", "embeddings"))
+    log = tmp_path_factory.mktemp("browser-log") / "streamlit.log"
+    with serve_app({**served_env(), "LOGITSCOPE_CACHE": str(cache)}, log) as (url, _):
+        yield url
+
+
+@pytest.fixture(scope="session")
+def browser(chromium):
+    """Headless Debian Chromium, once per session."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from bench.appserver import launch_chromium
+
+    with sync_api.sync_playwright() as p:
+        b = launch_chromium(p)
+        yield b
+        b.close()

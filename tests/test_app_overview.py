@@ -70,11 +70,11 @@ def test_nothing_is_stated_without_clean_logits():
     view = study.view()
     assert view.lines == () and view.provisional == ()
     text = "\n".join(view.waiting)
-    assert "**1 and 2** are not stated yet: they wait for the clean logits of `pgd-at`, `standard`" in text
+    assert "**1 and 2** are not stated yet: they wait for the clean logits of PGD-AT, Standard" in text
     assert "provisional" not in text
     study.clean("pgd-at")  # one of the two models of 1 and 2: still nothing
     view = study.view()
-    assert view.lines == () and "they wait for the clean logits of `standard`" in "\n".join(view.waiting)
+    assert view.lines == () and "they wait for the clean logits of Standard" in "\n".join(view.waiting)
 
 
 def test_clean_findings_are_stated_without_any_attack():
@@ -86,8 +86,8 @@ def test_clean_findings_are_stated_without_any_attack():
     assert "on clean test images" in _line(view, "2")
     assert not any("AutoAttack" in line or "PGD-20" in line for line in view.lines)
     text = "\n".join(view.waiting)
-    assert ("**3a** is not stated yet: it waits for AutoAttack at eps 0.1 on `student:pgd-at:none`, "
-            "`student:standard:none` (`student:pgd-at:none`, `student:standard:none` not trained yet)") in text
+    assert ("**3a** is not stated yet: it waits for AutoAttack at eps 0.1 on Student of PGD-AT (untouched), "
+            "Student of Standard (untouched) (Student of PGD-AT (untouched), Student of Standard (untouched) not trained yet)") in text
     assert "1 and 2" not in text and "provisional" not in text
 
 
@@ -104,8 +104,8 @@ def test_robust_findings_are_stated_provisionally_under_pgd_and_say_so():
     assert "**+0.600**" in line  # PGD's numbers: 0.8 - 0.2
     assert "robust accuracy under Linf AutoAttack" not in line
     text = "\n".join(view.waiting)
-    assert "**3a** is provisional: it waits for AutoAttack at eps 0.1 on `student:pgd-at:none`, " \
-           "`student:standard:none` (stated under PGD-20 for now)" in text
+    assert "**3a** is provisional: it waits for AutoAttack at eps 0.1 on Student of PGD-AT (untouched), " \
+           "Student of Standard (untouched) (stated under PGD-20 for now)" in text
     assert "not stated yet" not in text
     assert all("provisional" not in _line(view, fid) for fid in ("1", "2"))
 
@@ -188,7 +188,7 @@ def test_the_overview_page_states_what_the_cache_allows(monkeypatch):
     no_exception(at)
     said = texts(at)
     assert "holds under PGD-20, provisionally" in said and "(stated under PGD-20 for now)" in said
-    assert "or provisionally under PGD where it is not computed yet" in said
+    assert "or provisionally under PGD at that epsilon, where it is not computed yet" in said
     assert jobs.active() == []  # nothing started: the page only read the cache
     jobs.clear()
 

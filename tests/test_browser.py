@@ -7,37 +7,16 @@ page into test-artifacts/ (git-ignored). Uses Debian's /usr/bin/chromium; never 
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
-from apptest import served_env
 
-from bench.appserver import PAGES, launch_chromium, serve_app, settle
+from bench.appserver import PAGES, settle
 
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
-
-
-@pytest.fixture(scope="module")
-def server(_study_dir, chromium, tmp_path_factory):
-    """The app, served from a copy of the study cache (the lab may write to it)."""
-    cache = tmp_path_factory.mktemp("browser") / "cache"
-    shutil.copytree(_study_dir, cache, ignore=shutil.ignore_patterns("*.lock", "lab", "embeddings"))
-    log = tmp_path_factory.mktemp("browser-log") / "streamlit.log"
-    with serve_app({**served_env(), "LOGITSCOPE_CACHE": str(cache)}, log) as (url, _):
-        yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        b = launch_chromium(p)
-        yield b
-        b.close()
 
 
 @pytest.mark.parametrize("path", list(PAGES))

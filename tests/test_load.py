@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from apptest import served_env
 
-from bench.appserver import launch_chromium, serve_app
+from bench.appserver import serve_app
 
 pytestmark = pytest.mark.browser
 
@@ -33,7 +33,7 @@ SESSIONS = [  # (URL path and query, the title that shows it was served)
     ("why?teps=0.3", "Why adversarial training shrinks logits"),
     ("lab", "Distillation lab"),
 ]
-MOVED = (0, 1, 5)          # sessions whose epsilon slider is then moved, step by step
+MOVED = (0, 1, 5)          # sessions whose epsilon scrubber is then moved, step by step
 RSS_LIMIT_MB = 2048        # the server: Python, torch, Streamlit and every session's state (about 1.1 GB measured)
 REMOVED = ("pgd-at", 0.0)   # the entry every session above needs and nobody has computed yet (clean: quick)
 
@@ -129,34 +129,32 @@ def _no_exception(pages) -> None:
         assert errors.count() == 0, f"/{path}: {errors.first.inner_text()}"
 
 
-def test_many_sessions_at_once_are_served_compute_nothing_twice_and_stay_bounded(app):
-    sync_api = pytest.importorskip("playwright.sync_api")
+def test_many_sessions_at_once_are_served_compute_nothing_twice_and_stay_bounded(app, browser):
     before = _files(app["cache"])
     watcher = Watcher(app["pid"], app["entry"])
     watcher.start()
     t0 = time.time()
-    with sync_api.sync_playwright() as p:
-        browser = launch_chromium(p)
-        try:
-            contexts = [browser.new_context(viewport={"width": 1280, "height": 900}) for _ in range(len(SESSIONS) // 2)]
-            pages = [contexts[i % len(contexts)].new_page() for i in range(len(SESSIONS))]
-            for page, (path, _) in zip(pages, SESSIONS):  # all at once: no page waits for another
-                page.goto(f"{app['url']}/{path}", wait_until="commit")
-            titles = [t for _, t in SESSIONS]
-            _wait_all(pages, titles, timeout=60)
-            _no_exception(pages)
+    contexts = [browser.new_context(viewport={"width": 1280, "height": 900}) for _ in range(len(SESSIONS) // 2)]
+    try:
+        pages = [contexts[i % len(contexts)].new_page() for i in range(len(SESSIONS))]
+        for page, (path, _) in zip(pages, SESSIONS):  # all at once: no page waits for another
+            page.goto(f"{app['url']}/{path}", wait_until="commit")
+        titles = [t for _, t in SESSIONS]
+        _wait_all(pages, titles, timeout=60)
+        _no_exception(pages)
 
-            for i in MOVED:  # move epsilon with the keyboard on the sidebar's slider, as a person would
-                thumb = pages[i].locator('[data-testid="stSidebar"] [data-testid="stSlider"] input[type="range"]').first
-                thumb.focus()
-                for key in ("ArrowRight", "ArrowRight", "ArrowLeft"):
-                    thumb.press(key)
-                    pages[i].wait_for_timeout(300)
-            _wait_all(pages, titles, timeout=30)
-            _no_exception(pages)
-            moved = [pages[i].url for i in MOVED]
-        finally:
-            browser.close()
+        for i in MOVED:  # move epsilon with the keyboard on the page's scrubber, as a person would
+            thumb = pages[i].locator('[data-testid="stMain"] [data-testid="stSlider"] input[type="range"]').first
+            thumb.focus()
+            for key in ("ArrowRight", "ArrowRight", "ArrowLeft"):
+                thumb.press(key)
+                pages[i].wait_for_timeout(300)
+        _wait_all(pages, titles, timeout=30)
+        _no_exception(pages)
+        moved = [pages[i].url for i in MOVED]
+    finally:
+        for c in contexts:  # the session's browser stays for the other browser tests
+            c.close()
     watcher.stop.set()
     watcher.join()
     elapsed = time.time() - t0

@@ -17,6 +17,7 @@ from apptest import no_exception, open_page, texts
 from streamlit.testing.v1 import AppTest
 
 from core.app import jobs
+from core.app.palette import display_name
 
 PAGES = ["overview", "distributions", "differences", "lab", "embedding", "why"]
 
@@ -41,7 +42,10 @@ def test_every_page_renders(app_cache, page):
     at = wait_for_jobs(open_page(page))  # the embedding page computes its UMAP map in the background
     no_exception(at)
     assert "Waiting for" not in texts(at)
-    assert at.sidebar.multiselect(key="w.m").value == ["standard", "pgd-at"]
+    if page == "why":  # self-contained: none of the shared settings in its sidebar
+        assert not at.sidebar.multiselect and not at.sidebar.select_slider
+    else:
+        assert at.sidebar.multiselect(key="w.m").value == ["standard", "pgd-at"]
 
 
 _FIRST_PAGE = """
@@ -74,17 +78,31 @@ def test_streamlit_run_in_the_project_folder_does_not_watch_files():
 def test_moving_epsilon_changes_the_statistics(app_cache):
     at = open_page("distributions")
     before = at.dataframe[0].value.copy()
-    assert list(before["model"]) == ["standard", "pgd-at"]
-    at.sidebar.select_slider(key="w.eps").set_value(0.2).run()
+    assert list(before["model"]) == ["Standard", "PGD-AT"]
+    at.select_slider(key="w.eps.main").set_value(0.2).run()
     no_exception(at)
     after = at.dataframe[0].value
     assert not before[["mean", "median"]].equals(after[["mean", "median"]])
-    assert after.set_index("model").loc["pgd-at", "mean"] < after.set_index("model").loc["standard", "mean"]
+    assert after.set_index("model").loc["PGD-AT", "mean"] < after.set_index("model").loc["Standard", "mean"]
     assert at.query_params["eps"] in ("0.2", ["0.2"])
-    # the page's own scrubber drives the same setting
-    at.select_slider(key="w.eps.main").set_value(0.0).run()
-    assert at.sidebar.select_slider(key="w.eps").value == 0.0
-    assert not at.dataframe[0].value[["mean"]].equals(after[["mean"]])
+
+
+def test_one_epsilon_per_session_shown_where_it_is_used(app_cache):
+    """The distributions page's scrubber is the session's epsilon: the sidebar names it instead of showing a
+    second slider, the link follows it, and the other pages open at it (and write it back)."""
+    at = open_page("distributions", {"eps": "0.15"})
+    no_exception(at)
+    assert not [s for s in at.sidebar.select_slider if s.key == "w.eps"]  # one epsilon on the screen
+    assert "Epsilon: set on this page" in "\n".join(c.value for c in at.sidebar.caption)
+    assert at.select_slider(key="w.eps.main").value == 0.15
+    at.select_slider(key="w.eps.main").set_value(0.3).run()
+    assert at.query_params["eps"] in ("0.3", ["0.3"])
+    at.switch_page("pages/differences.py").run()
+    no_exception(at)
+    assert at.sidebar.select_slider(key="w.eps").value == 0.3
+    at.sidebar.select_slider(key="w.eps").set_value(0.05).run()
+    at.switch_page("pages/distributions.py").run()
+    assert at.select_slider(key="w.eps.main").value == 0.05 and at.query_params["eps"] in ("0.05", ["0.05"])
 
 
 def test_quantity_and_split_change_the_table(app_cache):
@@ -93,7 +111,7 @@ def test_quantity_and_split_change_the_table(app_cache):
     at.radio(key="w.split").set_value("correct").run()
     no_exception(at)
     table = at.dataframe[0].value
-    assert set(table["group"]) == {"correct", "incorrect"} and set(table["model"]) == {"standard", "pgd-at"}
+    assert set(table["group"]) == {"correct", "incorrect"} and set(table["model"]) == {"Standard", "PGD-AT"}
     at.selectbox(key="w.q").set_value("logits").run()
     no_exception(at)
     assert at.dataframe[0].value["n"].max() > 360  # every logit of every sample
@@ -102,13 +120,13 @@ def test_quantity_and_split_change_the_table(app_cache):
 def test_a_link_opens_the_same_view_and_bad_values_fall_back(app_cache):
     at = open_page("distributions", {"eps": "0.15", "m": "trades,pgd-at", "q": "logit_gap", "split": "class"})
     no_exception(at)
-    assert at.sidebar.select_slider(key="w.eps").value == 0.15
+    assert at.select_slider(key="w.eps.main").value == 0.15
     assert at.sidebar.multiselect(key="w.m").value == ["trades", "pgd-at"]
     assert (at.selectbox(key="w.q").value, at.radio(key="w.split").value) == ("logit_gap", "class")
     bad = open_page("distributions", {"eps": "7", "m": "nobody", "steps": "-3", "norm": "l9", "q": "x",
                                       "split": "%00", "ds": "nope"})
     no_exception(bad)
-    assert bad.sidebar.select_slider(key="w.eps").value == 0.1
+    assert bad.select_slider(key="w.eps.main").value == 0.1
     assert bad.sidebar.multiselect(key="w.m").value == ["standard", "pgd-at"]
     assert bad.sidebar.number_input(key="w.steps").value == 20
     assert "Ignored link settings" in texts(bad)
@@ -117,7 +135,7 @@ def test_a_link_opens_the_same_view_and_bad_values_fall_back(app_cache):
 def test_settings_survive_a_page_change(app_cache):
     at = open_page("distributions")
     at.sidebar.multiselect(key="w.m").set_value(["standard", "trades"]).run()
-    at.sidebar.select_slider(key="w.eps").set_value(0.05).run()
+    at.select_slider(key="w.eps.main").set_value(0.05).run()
     at.switch_page("pages/differences.py").run()
     no_exception(at)
     assert at.sidebar.multiselect(key="w.m").value == ["standard", "trades"]
@@ -138,7 +156,7 @@ def test_differences_inspect_selects_a_sample(app_cache):
     at.button(key="inspect.a.0").click().run()
     assert at.number_input(key="w.i").value != chosen
     at.radio(key="w.color").set_value("outcome").run()
-    at.sidebar.select_slider(key="w.eps").set_value(0.0).run()
+    at.radio(key="w.on").set_value("attacked").run()  # the page opens on clean images; attacked at the sidebar's eps
     no_exception(at)
     assert float(at.metric[0].value) != spearman
 
@@ -170,7 +188,7 @@ def test_a_tiny_distillation_run_appears_in_the_comparison_table(app_cache):
     # the run is in the cache: a new session (a restart) still lists it, and it can be compared
     again = open_page("lab")
     assert name in list(again.dataframe[-1].value["name"])
-    assert name in again.sidebar.multiselect(key="w.m").options
+    assert display_name(name) in again.sidebar.multiselect(key="w.m").options
 
 
 def test_lab_reports_a_bad_setting_as_a_message(app_cache):
@@ -202,7 +220,8 @@ def test_a_new_attack_setting_waits_for_its_logits(app_cache):
 def test_empty_cache_opens_and_says_what_it_waits_for(page):
     at = open_page(page)  # the isolated_cache fixture gives this test an empty cache
     no_exception(at)
-    assert any(j.label.startswith("Preparing the default digits models") for j in jobs.active())
+    preparing = any(j.label.startswith("Preparing the default digits models") for j in jobs.active())
+    assert preparing == (page != "why")  # the self-contained page trains its own toy models only
     if page in ("distributions", "differences", "embedding"):
         assert "Waiting for:" in texts(at) and "training standard" in texts(at)
     if page == "overview":

@@ -108,11 +108,11 @@ def test_the_overview_states_each_finding_with_its_verdict_interval_and_attack(e
     assert "on clean test images (no attack" in lines["1"] and "on clean test images (no attack" in lines["2"]
     assert "AutoAttack" not in lines["2"]
     shown = texts(at)
-    assert ("**3a** is provisional: it waits for AutoAttack at eps 0.1 on `student:standard:none` (stated under "
+    assert ("**3a** is provisional: it waits for AutoAttack at eps 0.1 on Student of Standard (untouched) (stated under "
             "PGD-20 for now).") in shown
-    assert "`student:pgd-at:global_confidence`" in shown and "Evidence missing" in shown
+    assert "Student of PGD-AT (one global confidence)" in shown and "Evidence missing" in shown
 
-    table = at.dataframe[0].value.set_index("model")
+    table = at.dataframe[0].value.set_index("key")
     robust, pgd = "robust accuracy (AutoAttack @ eps 0.1)", "PGD-20 @ eps 0.1 (upper bound)"
     assert {robust, pgd, "gradients"} <= set(table.columns)
     for name in EVALUATED:
@@ -133,25 +133,25 @@ def test_a_model_with_masked_gradients_is_badged_on_the_overview_and_the_distrib
     reason = _flag("pgd-at", monkeypatch)
     at = open_page("overview")
     no_exception(at)
-    table = at.dataframe[0].value.set_index("model")
+    table = at.dataframe[0].value.set_index("key")
     assert table.loc["pgd-at", "gradients"] == "masking suspected" and table.loc["standard", "gradients"] == "ok"
-    assert any(e.label.startswith("Gradient masking suspected: pgd-at") for e in at.expander)
+    assert any(e.label.startswith("Gradient masking suspected: PGD-AT") for e in at.expander)
     assert reason in texts(at)
 
     dist = open_page("distributions")
     no_exception(dist)
     shown = texts(dist)
-    assert "pgd-at: masking suspected" in shown and "standard: gradients ok" in shown
+    assert "PGD-AT: masking suspected" in shown and "Standard: gradients ok" in shown
     assert "under Linf PGD-20 (fast; its accuracies are an upper bound on robust accuracy)" in shown
-    assert re.search(r"Robust accuracy under Linf AutoAttack .*eps 0\.1: standard 0\.\d{3}, pgd-at 0\.\d{3}\.", shown)
+    assert re.search(r"Robust accuracy under Linf AutoAttack .*eps 0\.1: Standard 0\.\d{3}, PGD-AT 0\.\d{3}\.", shown)
 
 
 def test_the_distributions_page_says_when_the_evidence_is_not_computed(bare_cache):
     at = open_page("distributions", {"m": "standard,trades"})
     no_exception(at)
     shown = texts(at)
-    assert "standard: not checked yet" in shown and "trades: not checked yet" in shown
-    assert "AutoAttack is not computed yet for standard, trades (the overview page computes it)" in shown
+    assert "Standard: not checked yet" in shown and "TRADES: not checked yet" in shown
+    assert "AutoAttack is not computed yet for Standard, TRADES (the overview page computes it)" in shown
     assert "Waiting for" not in shown  # the PGD grid is all this page needs
 
 

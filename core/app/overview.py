@@ -16,11 +16,12 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from core.app.palette import display_name
 from core.app.prepare import logits_cached
 from core.app.views import GRADIENTS_UNKNOWN, ModelEvidence
 from core.config import AttackSpec, DataSpec, cache_dir, with_clean
 from core.engine import analysis
-from core.engine.logits import entry_ok, get_grid
+from core.engine.logits import entry_ok, get_grid, read
 from core.errors import LogitscopeError
 from core.study import evidence
 from core.study.evidence import Evidence
@@ -63,9 +64,14 @@ def model_table(models: dict[str, Recipe], data: DataSpec, attack: AttackSpec, g
                "teacher": r.teacher.name if r.teacher else "", "manipulation": r.manipulation or "",
                "clean accuracy": np.nan, robust: np.nan if e is None or e.reliable is None else e.reliable,
                pgd: np.nan, "gradients": GRADIENTS_UNKNOWN if e is None else e.gradients, "mean max logit": np.nan,
-               "status": "", "source": "lab run" if name in lab_names else "default study"}
+               "status": "", "source": "lab run" if name in lab_names else "default study", "key": name}
         if not logits_cached(r, data, attack, grid):
-            row["status"] = ("trained; PGD logits for this attack not computed" if is_trained(r) else "not trained")
+            row["status"] = (f"trained; {attack.norm} PGD-{attack.steps} logits not computed" if is_trained(r)
+                             else "not trained")
+            clean = read(r.key, data, None)  # clean accuracy does not depend on the attack
+            if clean is not None:
+                row["clean accuracy"] = analysis.accuracy(clean.logits, clean.labels)
+                row["mean max logit"] = float(clean.logits.max(dim=1).values.mean())
         else:
             rec = get_grid(_unavailable, r.key, data, attack, with_clean([eps]))
             clean, adv = rec[0.0], rec[float(eps)]
@@ -77,6 +83,33 @@ def model_table(models: dict[str, Recipe], data: DataSpec, attack: AttackSpec, g
                 else "AutoAttack and the masking check not computed yet")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def twins(models: Mapping[str, Recipe], data: DataSpec) -> list[tuple[str, ...]]:
+    """Groups of models whose cached clean logits are identical, bit for bit: the same model under two names.
+
+    The default study's hard-labels student is one: it learns the labels alone with the standard model's
+    seed, architecture, loss and schedule, so it is the standard model again. Models without cached clean
+    logits are left out (reads only).
+    """
+    by_logits: dict[bytes, list[str]] = {}
+    for name, r in models.items():
+        rec = read(r.key, data, None)
+        if rec is not None:
+            by_logits.setdefault(rec.logits.numpy().tobytes(), []).append(name)
+    return [tuple(names) for names in by_logits.values() if len(names) > 1]
+
+
+def twins_note(groups: Sequence[Sequence[str]], display=str) -> str | None:
+    """One sentence per group of identical models, for under a table or chart where they appear together."""
+    if not groups:
+        return None
+    said = [" and ".join(f"**{display(n)}**" for n in g) for g in groups]
+    why = (" (The hard-labels student learns the labels alone, with the standard model's seed, architecture, loss "
+           "and schedule: it is the standard model trained again.)"
+           if any(n.endswith(":hard_labels") for g in groups for n in g) else "")
+    return ("Identical models: " + "; ".join(said) + " have the same logits on every clean test image, so their rows "
+            "and curves coincide." + why)
 
 
 def cache_summary() -> pd.DataFrame:
@@ -178,7 +211,7 @@ class FindingsView:
 
 
 def _names(recipes: Sequence[Recipe]) -> str:
-    return ", ".join(f"`{r.name}`" for r in recipes)
+    return ", ".join(display_name(r.name) for r in recipes)
 
 
 def _waits_for(fid: str, models: Sequence[Recipe], provisional: bool, data: DataSpec, ev: Evidence) -> str:
