@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -27,6 +27,7 @@ import torch
 from core.app import prepare_workers
 from core.app.jobs import JobContext, format_seconds
 from core.app.lab_progress import GRID, RELIABLE, TRAIN, Quiet, RunProgress, worker_units
+from core.app.lab_spec import MAX_REPLICATES, STUDY_SEED, LabSpec, default_spec, run_id
 from core.app.lab_table import (
     BASELINES,
     BUNDLED,
@@ -42,7 +43,7 @@ from core.app.lab_table import (
     summary,
     table_path,
 )
-from core.config import AttackSpec, DataSpec, demo_mode, stable_key, with_clean
+from core.config import AttackSpec, DataSpec, demo_mode, with_clean
 from core.engine import analysis, stats
 from core.engine.group import grouping_pays
 from core.engine.logits import LogitsRecord, get_grid
@@ -51,78 +52,19 @@ from core.engine.train import TrainProgress
 from core.errors import LogitscopeError
 from core.storage import report_corrupt
 from core.study import evidence
-from core.study.hyper import eval_data, hyper
+from core.study.hyper import eval_data
 from core.study.recipes import (
     Recipe,
     default_recipes,
     ensure_model,
     ensure_models,
     is_trained,
-    student_recipe,
-    teacher_recipes,
 )
 
 __all__ = ["BASELINES", "BUNDLED", "SHARED_RUNS", "VISITOR_RUNS", "owned", "MAX_REPLICATES", "STUDY_SEED", "LabSpec", "accuracy_long", "agreement_frame", "baselines",
            "default_spec", "delete_runs", "display_table", "evidence_fields", "interval_frame", "load_runs",
            "order_agreement", "record", "run", "run_id", "run_recipes", "summary", "table_path",
            "autoattack_available"]  # the run table's functions are re-exported
-
-STUDY_SEED = 0  # the seed of the default study, whose teachers and baselines the lab compares against
-MAX_REPLICATES = 5  # students per configuration: each costs a distillation and an AutoAttack run (~10 s on digits)
-
-
-@dataclass(frozen=True)
-class LabSpec:
-    """One what-if run: a teacher (by name), a manipulation of its non-max logits, and its settings."""
-
-    dataset: str = "digits"
-    teacher: str = "pgd-at"
-    manipulation: str = "none"
-    temperature: float = 4.0
-    hard_weight: float = 0.0
-    fraction: float = 1.0
-    epochs: int = 20
-    seed: int = 0
-    replicates: int = 1  # students with seeds seed .. seed + replicates - 1
-
-    def teacher_recipe(self) -> Recipe:
-        """The study's teacher (study seed 0): `seed` is the student's, the teacher stays the same."""
-        teachers = {r.name: r for r in teacher_recipes(self.dataset, STUDY_SEED)}
-        if self.teacher not in teachers:
-            raise LogitscopeError(f"Unknown teacher {self.teacher!r}: choose one of {', '.join(teachers)}.")
-        return teachers[self.teacher]
-
-    def recipe(self) -> Recipe:
-        """The student's recipe (of the first replicate), named after the settings that differ from the defaults."""
-        if not 1 <= int(self.epochs) <= 200:
-            raise LogitscopeError(f"epochs must be between 1 and 200 in the lab, got {self.epochs}.")
-        r = student_recipe(self.teacher_recipe(), self.manipulation, self.temperature, self.hard_weight,
-                           self.fraction, int(self.epochs), self.seed)
-        return replace(r, name=self.name())
-
-    def replicas(self) -> list["LabSpec"]:
-        """One spec per replicate, seeds seed .. seed + replicates - 1 (each its own recipe and checkpoint)."""
-        if not 1 <= int(self.replicates) <= MAX_REPLICATES:
-            raise LogitscopeError(f"replicates must be between 1 and {MAX_REPLICATES}, got {self.replicates}.")
-        return [replace(self, seed=int(self.seed) + i, replicates=1) for i in range(int(self.replicates))]
-
-    def baseline_specs(self) -> dict[str, "LabSpec"]:
-        """The baselines' specs by role (`BASELINES`): this run's settings, nothing manipulated."""
-        plain = replace(self, manipulation="none", fraction=1.0)
-        return {"untouched": plain, "standard": replace(plain, teacher="standard")}
-
-    def name(self) -> str:
-        h = hyper(self.dataset)
-        extra = [f"{k}={v:g}" for k, v, d in (("T", self.temperature, h.temperature), ("hard", self.hard_weight, 0),
-                                              ("frac", self.fraction, 1), ("epochs", self.epochs, h.epochs),
-                                              ("seed", self.seed, 0)) if v != d]
-        return " ".join([f"lab:{self.teacher}:{self.manipulation}", *extra])
-
-
-def default_spec(dataset: str = "digits") -> LabSpec:
-    h = hyper(dataset)
-    return LabSpec(dataset=dataset, temperature=h.temperature, epochs=h.epochs)
-
 
 def baselines(teacher: Recipe, seed: int | None = None) -> list[Recipe]:
     """Reference students from the default study for a teacher.
@@ -165,15 +107,6 @@ def run_recipes(dataset: str, trained: bool = True, owner: str | None = None) ->
         if not trained or is_trained(r):
             out[r.name] = r
     return list(out.values())
-
-
-def run_id(spec: LabSpec, attack: AttackSpec) -> str:
-    """A run is a spec evaluated under an attack: the same pair replaces its earlier row. (One replicate
-    leaves the spec's `replicates` out, so a run recorded before replicates keeps its id.)"""
-    s = asdict(spec)
-    if s["replicates"] == 1:
-        del s["replicates"]
-    return stable_key({"lab": s, "attack": attack.key()})
 
 
 def order_agreement(teacher_logits: np.ndarray, student_logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
