@@ -57,3 +57,27 @@ def test_lab_run_finishes_and_the_page_refreshes_by_itself(server, browser):
         assert errors.count() == 0, errors.first.inner_text()
     finally:
         page.close()
+
+
+def test_selected_runs_open_on_the_other_pages(server, browser):
+    """Selecting a run in the lab's table and pressing Compare opens it, with its teacher, on Logit distributions.
+    The run is the one the test above made (lab:pgd-at:flatten_nonmax epochs=2 seed=4)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(f"{server}/lab?manip=flatten_nonmax&epochs=2&seed=4", wait_until="domcontentloaded")
+        settle(page, PAGES["lab"], timeout=60)
+        button = page.get_by_role("button", name="Compare 1 selected on the other pages")
+        assert button.count() == 0  # nothing selected yet: "Compare 0 selected"
+        table = page.locator('[data-testid="stDataFrame"]').last
+        table.scroll_into_view_if_needed()
+        box = table.bounding_box()
+        page.mouse.click(box["x"] + 18, box["y"] + 35 + 17)  # the first row's selection box, under the header
+        button.wait_for(timeout=30_000)
+        button.click()
+        settle(page, PAGES["distributions"], timeout=60)
+        assert "/distributions" in page.url and "flatten_nonmax" in page.url and "pgd-at" in page.url
+        assert page.get_by_text("Lab: student of PGD-AT (non-max flattened), epochs=2, seed=4", exact=False).count()
+        errors = page.locator('[data-testid="stException"]')
+        assert errors.count() == 0, errors.first.inner_text()
+    finally:
+        page.close()

@@ -89,3 +89,22 @@ def test_the_table_shows_intervals_and_names_the_attack(app_cache):
     assert "Not run yet" not in texts(one)
     shown = {m.label: m.value for m in one.metric}
     assert shown["Robust accuracy (AutoAttack)"] == "-" and shown["Clean accuracy"] == "0.970"
+
+
+def test_a_run_whose_students_were_trained_before_says_reused(app_cache):
+    spec = dataclasses.replace(lab.default_spec("digits"), manipulation="shuffle_nonmax")  # the page's default
+    row = {"run": lab.run_id(spec, eval_attack("digits")), "name": spec.name(), "dataset": "digits",
+           "teacher": "pgd-at", "manipulation": spec.manipulation, "temperature": 4.0, "hard_weight": 0.0,
+           "fraction": 1.0, "epochs": 20, "seed": 0, "norm": "linf", "steps": 20, "clean_accuracy": 0.97,
+           "robust_accuracy": json.dumps({"0": 0.97, "0.1": 0.7}), "order_agreement": 0.6, "mean_max_logit": 7.0,
+           "mean_logit_gap": 5.0, "max_logit_ks_to_teacher": 0.2, "seconds": 0.1, "created": "2026-01-01T00:00:00",
+           "student_key": spec.recipe().key, "spec": json.dumps(dataclasses.asdict(spec)), "reused": True}
+    lab.record(row)
+    at = open_page("lab")
+    assert not at.exception, [e.message for e in at.exception]
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Students"] == "reused" and "Run time" not in shown
+    assert list(at.dataframe[-1].value["students"]) == ["reused"]
+    lab.record({**row, "reused": False, "seconds": 42.0})
+    shown = {m.label: m.value for m in open_page("lab").metric}
+    assert shown["Run time"] == "42.0 s" and "Students" not in shown
