@@ -97,7 +97,7 @@ with ui.guard():
         column_order=["model", "clean accuracy", robust, pgd, "status", "role", "method", "teacher", "manipulation",
                       "gradients", "source", "mean max logit", "key"],
         column_config={
-            "model": st.column_config.TextColumn(width="medium", pinned=True),
+            "model": st.column_config.TextColumn(width=220, pinned=True),  # long names fit; a phone still shows an accuracy
             "clean accuracy": st.column_config.ProgressColumn(format="%.3f", min_value=0, max_value=1,
                                                               help="Accuracy on the clean test images."),
             robust: st.column_config.ProgressColumn(
