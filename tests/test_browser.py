@@ -81,3 +81,21 @@ def test_selected_runs_open_on_the_other_pages(server, browser):
         assert errors.count() == 0, errors.first.inner_text()
     finally:
         page.close()
+
+
+def test_inspecting_an_image_brings_the_sample_detail_into_view(server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    try:
+        page.goto(f"{server}/differences", wait_until="domcontentloaded")
+        settle(page, PAGES["differences"], timeout=60)
+        button = page.get_by_role("button", name="Inspect").nth(3)
+        button.scroll_into_view_if_needed()  # the image rows are below the detail: it is now out of sight
+        detail = page.locator("#selected-sample")
+        assert detail.bounding_box()["y"] < 0
+        button.click()
+        settle(page, PAGES["differences"], timeout=60)
+        page.wait_for_timeout(1500)  # the smooth scroll
+        top = detail.bounding_box()["y"]
+        assert 0 <= top < 900 / 2, f"the detail's heading is at {top:.0f} px"
+    finally:
+        page.close()
