@@ -8,7 +8,7 @@
       |
     core.config, core.storage, core.errors   specs and keys; atomic files, locks, checksums
 
-The command line (`python -m core`, core/__main__.py) sits beside the pages, on top of all three.
+The command line (`python -m core`: core/__main__.py and core/cli/) sits beside the pages, on top of all three.
 """
 
 from core.errors import Cancelled, LogitscopeError

@@ -171,7 +171,7 @@ def test_more_usage_errors_in_process(args, message, capsys):
 
 
 def test_parallel_progress_keeps_one_bar_whose_text_follows_the_work(capsys):
-    from core.__main__ import _progress_bar
+    from core.cli.args import progress_bar as _progress_bar
 
     bar = _progress_bar(False)
     for label, fraction in [("reproduce | 0/2 models, train seed 0 standard", 0.1),

@@ -3,7 +3,7 @@
 Every module under core/ and pages/ (and app.py) is parsed; imports inside functions count too.
 
     pages/, app.py        may import core and pages
-    core.__main__         the command line: may import every layer of core
+    core.__main__, core.cli   the command line: may import every layer of core
     core.app              may import core.study, core.engine and the base
     core.study            may import core.engine and the base
     core.engine           may import the base
@@ -37,7 +37,7 @@ def layer(module: str) -> str | None:
     """The layer of a project module, None for anything outside the project."""
     if module in BASE:
         return "base"
-    if module == "core.__main__":
+    if module == "core.__main__" or module == "core.cli" or module.startswith("core.cli."):
         return "cli"
     for name in ("engine", "study", "app"):
         if module == f"core.{name}" or module.startswith(f"core.{name}."):
