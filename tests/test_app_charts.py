@@ -227,8 +227,6 @@ def test_agreement_and_toy_charts_build():
     rows = next(iter(spec["datasets"].values()))
     assert rows[0]["model"] == "s1" and rows[0]["median"] == 0.75 and rows[1]["min"] == rows[1]["max"] == -0.2
     result = toy.demo(toy.ToySpec(n_per_class=10, steps=20), 0.3)
-    sweep = toy.sweep(toy.ToySpec(n_per_class=10, steps=20), [0.0, 0.3])
-    assert len(_spec(charts.toy_sweep_chart(sweep, 0.3))["layer"]) == 2
     assert len(_spec(charts.toy_regions_chart(result.regions(8), result.x, result.y))["hconcat"]) == 2
 
 

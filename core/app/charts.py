@@ -35,7 +35,7 @@ from core.app.palette import display_name
 __all__ = ["CLASS_SCHEME", "accuracy_chart", "agreement_chart", "confidence_scatter", "display_names",
            "distribution_chart", "distribution_panels", "embedding_chart", "interval_chart", "logit_bars",
            "model_color", "model_legend", "model_scale", "perturbation_display", "selected_bounds", "selected_index",
-           "selected_points", "selected_rows", "thumbnails", "to_display", "toy_regions_chart", "toy_sweep_chart"]
+           "selected_points", "selected_rows", "thumbnails", "to_display", "toy_regions_chart"]
 
 CLASS_SCHEME = "category10"
 EMBEDDING_COLORS = {"label": "true class", "correct": "correctness", "confidence": "confidence", "model": "model"}
@@ -103,21 +103,6 @@ def embedding_chart(emb: pd.DataFrame, color_by: str, models: Sequence[str], par
                  alt.Tooltip("correct:N", title="correct"),
                  alt.Tooltip("confidence:Q", format=".3f", title="confidence")],
     ).add_params(brush).properties(height=520 + legend_room(models))
-
-
-def toy_sweep_chart(sweep: pd.DataFrame, eps_now: float) -> alt.LayerChart:
-    """Mean max logit and mean logit gap of linear models trained at each eps, current eps marked."""
-    long = sweep.melt(id_vars="eps", value_vars=["mean_max_logit", "mean_logit_gap"], var_name="quantity")
-    long["quantity"] = long["quantity"].map({"mean_max_logit": "mean max logit", "mean_logit_gap": "mean logit gap"})
-    lines = alt.Chart(long).mark_line(point=True).encode(
-        x=alt.X("eps:Q", title="training epsilon (Linf)"), y=alt.Y("value:Q", title="on clean inputs"),
-        color=alt.Color("quantity:N", title=None),
-        tooltip=[alt.Tooltip("quantity:N", title="quantity"),
-                 alt.Tooltip("eps:Q", format="g", title="training epsilon"),
-                 alt.Tooltip("value:Q", format=".3f", title="value")])
-    rule = alt.Chart(pd.DataFrame({"eps": [eps_now]})).mark_rule(color="#d62728", strokeDash=[5, 3]).encode(
-        x=alt.X("eps:Q", title="training epsilon (Linf)"))
-    return alt.layer(lines, rule).properties(height=300)
 
 
 def toy_regions_chart(regions: pd.DataFrame, x: np.ndarray, y: np.ndarray) -> alt.HConcatChart:
