@@ -52,3 +52,17 @@ def served_env() -> dict:
     """The environment to serve the app with in a browser test: this one, without the test session's
     one-process setting for the app's jobs (conftest), so the served app runs with its real default."""
     return {k: v for k, v in os.environ.items() if k != "LOGITSCOPE_APP_WORKERS"}
+
+
+@contextmanager
+def opened(browser, url: str, title: str, timeout: float = 60, width: int = 1400, height: int = 900):
+    """A new browser tab at `url`, once its page shows `title` and has settled; closed after the block."""
+    from bench.appserver import settle
+
+    page = browser.new_page(viewport={"width": width, "height": height})
+    try:
+        page.goto(url, wait_until="domcontentloaded")
+        settle(page, title, timeout=timeout)
+        yield page
+    finally:
+        page.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from apptest import opened
 
 from bench.appserver import PAGES, settle
 
@@ -62,10 +63,7 @@ def test_lab_run_finishes_and_the_page_refreshes_by_itself(server, browser):
 def test_selected_runs_open_on_the_other_pages(server, browser):
     """Selecting a run in the lab's table and pressing Compare opens it, with its teacher, on Logit distributions.
     The run is the one the test above made (lab:pgd-at:flatten_nonmax epochs=2 seed=4)."""
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    try:
-        page.goto(f"{server}/lab?manip=flatten_nonmax&epochs=2&seed=4", wait_until="domcontentloaded")
-        settle(page, PAGES["lab"], timeout=60)
+    with opened(browser, f"{server}/lab?manip=flatten_nonmax&epochs=2&seed=4", PAGES["lab"]) as page:
         button = page.get_by_role("button", name="Compare 1 selected on the other pages")
         assert button.count() == 0  # nothing selected yet: "Compare 0 selected"
         table = page.locator('[data-testid="stDataFrame"]').last
@@ -79,15 +77,10 @@ def test_selected_runs_open_on_the_other_pages(server, browser):
         assert page.get_by_text("Lab: student of PGD-AT (non-max flattened), epochs=2, seed=4", exact=False).count()
         errors = page.locator('[data-testid="stException"]')
         assert errors.count() == 0, errors.first.inner_text()
-    finally:
-        page.close()
 
 
 def test_inspecting_an_image_brings_the_sample_detail_into_view(server, browser):
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
-    try:
-        page.goto(f"{server}/differences", wait_until="domcontentloaded")
-        settle(page, PAGES["differences"], timeout=60)
+    with opened(browser, f"{server}/differences", PAGES["differences"]) as page:
         button = page.get_by_role("button", name="Inspect").nth(3)
         button.scroll_into_view_if_needed()  # the image rows are below the detail: it is now out of sight
         detail = page.locator("#selected-sample")
@@ -97,5 +90,3 @@ def test_inspecting_an_image_brings_the_sample_detail_into_view(server, browser)
         page.wait_for_timeout(1500)  # the smooth scroll
         top = detail.bounding_box()["y"]
         assert 0 <= top < 900 / 2, f"the detail's heading is at {top:.0f} px"
-    finally:
-        page.close()

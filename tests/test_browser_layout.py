@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from apptest import opened
 
 from bench.appserver import PAGES, settle
 
@@ -116,11 +117,6 @@ def test_pages_hold_their_layout(server, browser, view, width):
 
 def test_the_overview_answers_at_its_own_path_too(server, browser):
     """The default page lives at /; /overview (its name in the navigation) opens it as well."""
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
-    try:
-        page.goto(f"{server}/overview", wait_until="domcontentloaded")
-        settle(page, PAGES[""], timeout=90)
+    with opened(browser, f"{server}/overview", PAGES[""], timeout=90) as page:
         assert page.get_by_text("Page not found", exact=False).count() == 0
         assert page.get_by_text("The findings in this cache", exact=False).count() > 0
-    finally:
-        page.close()
