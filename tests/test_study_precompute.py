@@ -18,6 +18,7 @@ from core.config import DataSpec
 from core.engine import attacks, logits
 from core.errors import Cancelled, LogitscopeError
 from core.study import precompute as pc
+from core.study import units
 from core.study.hyper import eval_attack
 from core.study.recipes import evaluated_zoo, load_model
 
@@ -40,7 +41,7 @@ def attack_calls(monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(logits, "attack_grid", counting)
-    monkeypatch.setattr(pc, "attack_grid", counting)
+    monkeypatch.setattr(units, "attack_grid", counting)  # the chunks'
     return calls
 
 
@@ -250,7 +251,7 @@ def test_autoattack_is_never_computed_in_chunks():
     unit = pc.Unit("standard", "k", 0.1, 0, 128, 3)
     x, y = torch.zeros(360, 1, 8, 8), torch.zeros(360, dtype=torch.long)
     with pytest.raises(LogitscopeError, match="cannot be computed chunk by chunk"):
-        pc._chunk(None, unit, x, y, reliable_attack("digits"), 64, lambda b, n: None, DataSpec("digits", "test"), "cpu")
+        units.attack_chunk(None, unit, x, y, reliable_attack("digits"), 64, lambda b, n: None, DataSpec("digits", "test"), "cpu")
 
 
 def test_the_command_line_reports_the_evidence_it_computed(trained, capsys):
