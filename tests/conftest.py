@@ -118,3 +118,19 @@ def browser(chromium):
         b = launch_chromium(p)
         yield b
         b.close()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray with 2 CPUs, started once per test session (about 4 s) and shut down at its end.
+
+    Executors find it running and reuse it (`RayExecutor.start`); tasks get the cache folder of the
+    test that runs them with each task, so one Ray serves every test's own cache.
+    """
+    ray = pytest.importorskip("ray")
+    from core.study import executor_ray
+
+    if not ray.is_initialized():
+        executor_ray.init(num_cpus=2)
+    yield ray
+    ray.shutdown()

@@ -26,6 +26,7 @@ from core.errors import LogitscopeError
 from core.study import evidence
 from core.study.hyper import eps_grid, eval_attack, eval_data
 from core.study.recipes import Recipe, default_recipes, zoo_recipes
+from core.study.sweep import swept_recipes
 
 QUANTITY_LABELS = {**analysis.QUANTITY_LABELS, "logits": "all logit values"}  # the quantities a page can plot
 SPLITS = {"none": "all samples together", "correct": "correct / incorrect", "class": "true class"}
@@ -94,9 +95,11 @@ def model_evidence(recipes: Mapping[str, Recipe], data: DataSpec, ev: evidence.E
 
 def catalog(dataset: str, seed: int = 0, extra: Sequence[Recipe] = ()) -> dict[str, Recipe]:
     """Every model the app can show for a dataset: the default study, the zoo models evaluated into this
-    cache (`python -m core precompute --zoo`), then `extra` (lab runs)."""
+    cache (`python -m core precompute --zoo`), the swept models (`python -m core sweep`; one that is a
+    default-study model is listed under its default-study name), then `extra` (lab runs)."""
     out = {r.name: r for r in default_recipes(dataset, seed)}
-    for r in [*zoo_recipes(dataset), *extra]:
+    keys = {r.key for r in out.values()}
+    for r in [*zoo_recipes(dataset), *(r for r in swept_recipes(dataset) if r.key not in keys), *extra]:
         out.setdefault(r.name, r)
     return out
 

@@ -22,6 +22,25 @@ def eps_list(text: str) -> list[float]:
     return values
 
 
+def name_list(text: str) -> list[str]:
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one name, e.g. standard,pgd-at")
+    return values
+
+
+def seed_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers, e.g. 0,1,2")
+    if not values or any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError("give one or more seeds, each 0 or more, e.g. 0,1,2")
+    if len(values) > MAX_SEEDS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_SEEDS} seeds")
+    return list(dict.fromkeys(values))
+
+
 MAX_COUNT = 10_000  # PGD steps (AttackSpec's own limit) and other counts
 MAX_SEEDS = 100     # each seed trains the whole study again
 MAX_WORKERS = 64    # worker processes of reproduce (each holds its own torch)

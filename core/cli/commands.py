@@ -87,13 +87,58 @@ def cmd_cache(args, parser) -> int:
     return 0
 
 
+def check_executor_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Usage errors of --executor, --ray-address and --no-shared-fs, before any work."""
+    if args.executor != "ray" and (args.ray_address is not None or args.no_shared_fs):
+        parser.error("--ray-address and --no-shared-fs need --executor ray")
+
+
+def make_executor(args: argparse.Namespace):
+    """The executor the flags ask for; Ray is imported only here, and only for --executor ray."""
+    from core.study.executors import LocalExecutor
+
+    if args.executor == "local":
+        return LocalExecutor(args.threads)
+    try:
+        from core.study.executor_ray import RayExecutor
+    except ImportError as exc:
+        raise LogitscopeError(f"--executor ray needs Ray ({exc}): run pip install -r requirements.txt.") from exc
+    return RayExecutor(args.ray_address, shared_fs=not args.no_shared_fs, threads=args.threads or 1)
+
+
+def run_on_executor(args: argparse.Namespace, work) -> tuple[object, object]:
+    """(work(executor), executor): the executor is closed afterwards; Ctrl-C is re-raised after it stops."""
+    executor = make_executor(args)
+    try:
+        if hasattr(executor, "start") and not args.quiet:
+            print(f"starting Ray{' at ' + args.ray_address if args.ray_address else ' on this machine'} ...",
+                  file=sys.stderr)
+        if hasattr(executor, "start"):
+            executor.start()
+        return work(executor), executor
+    finally:
+        if hasattr(executor, "close"):
+            executor.close()
+
+
+def report_retries(executor) -> None:
+    for label, attempts in getattr(executor, "retried", {}).items():
+        print(f"retried: {label} (its worker was lost; done on attempt {attempts})", file=sys.stderr)
+
+
 def cmd_precompute(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from core.engine.models import resolve_device
+    from core.study import fanout
     from core.study import precompute as pc
 
     check_dataset(args, parser)
+    check_executor_flags(args, parser)
     if args.reliable_eps is not None and not args.evidence:
         parser.error("--reliable-eps needs --evidence (AutoAttack runs only as part of the evidence)")
+    if args.dry_run:
+        from core.cli.dry_run import cmd_dry_run
+
+        return cmd_dry_run(args, parser)
     try:
         check_eps_flags(args)
         recipes = pc.select_models(args.dataset, args.models, args.zoo, args.threat)
@@ -103,14 +148,20 @@ def cmd_precompute(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         device = resolve_device(args.device)
     except LogitscopeError as exc:
         parser.error(str(exc))
+    kw = dict(eps=args.eps, norm=args.norm, steps=args.steps, device=str(device), data_dir=args.data_dir,
+              progress=progress_bar(args.quiet), evidence=args.evidence, reliable=args.reliable,
+              reliable_eps=args.reliable_eps)
+    executor = None
     try:
-        out = pc.precompute(args.dataset, recipes, args.eps, args.norm, args.steps, device, args.data_dir,
-                            progress=progress_bar(args.quiet), evidence=args.evidence, reliable=args.reliable,
-                            reliable_eps=args.reliable_eps)
+        if args.executor == "local" and args.threads is None:  # as before executors: this process, every core
+            out = pc.precompute(args.dataset, recipes, **kw)
+        else:
+            out, executor = run_on_executor(args, lambda ex: fanout.run(ex, args.dataset, recipes, **kw))
     except (Cancelled, KeyboardInterrupt):
         print("interrupted: every finished model and unit of logits is in the cache; run the same command again to "
               "resume where it stopped.", file=sys.stderr)
         return 130
+    report_retries(executor)
     print(f"{args.dataset}: {len(out.models)} models x {len(out.grid)} epsilons ({out.attack.norm} PGD-"
           f"{out.attack.steps}, {out.data.split} split{'' if out.data.limit is None else f', first {out.data.limit}'})")
     if out.evidence is not None:
@@ -118,6 +169,47 @@ def cmd_precompute(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         print(f"evidence: {out.evidence.reliable.describe()} at eps {eps}, and the gradient-masking check's attacks")
     print(f"computed {len(out.computed)} units, {len(out.skipped)} already cached"
           + (f"; trained {', '.join(out.trained)}" if out.trained else "") + f". Cache: {cache_dir()}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from core.engine.models import resolve_device
+    from core.study import sweep_run
+    from core.study.report_text import format_sweep
+    from core.study.sweep import SweepGrid
+
+    check_dataset(args, parser)
+    check_executor_flags(args, parser)
+    args.norm = "linf"  # sweeps train and evaluate in Linf: the training epsilons are Linf budgets
+    grid = SweepGrid(args.dataset, tuple(args.methods), tuple(args.train_eps or ()), tuple(args.seeds),
+                     tuple(args.archs or ()), tuple(args.students or ()))
+    try:
+        grid.check()
+        check_eps_flags(args)
+        device = resolve_device(args.device)
+    except LogitscopeError as exc:
+        parser.error(str(exc))
+    if args.json is not None:
+        output_file(args.json, "--json", parser)
+    n = len(grid.combinations()) * (1 + len(grid.students))
+    if not args.quiet:
+        students = f" ({n - len(grid.combinations())} of them students)" if grid.students else ""
+        print(f"sweep: {n} models{students} on {args.dataset}, executor {args.executor}; finished models and "
+              "entries in the cache are reused", file=sys.stderr)
+    try:
+        done, executor = run_on_executor(args, lambda ex: sweep_run.run(
+            grid, ex, args.eps, args.steps, str(device), args.data_dir, progress_bar(args.quiet),
+            reliable=args.reliable, reliable_eps=args.reliable_eps))
+    except (Cancelled, KeyboardInterrupt):
+        print("interrupted: every finished model and unit of logits is in the cache; run the same command again to "
+              "resume where it stopped.", file=sys.stderr)
+        return 130
+    report_retries(executor)
+    result = sweep_run.summary(args.dataset, done.recipes, done.outcome, args.steps, args.reliable, args.data_dir)
+    print(format_sweep(result))
+    if args.json is not None:
+        atomic_write(args.json, json.dumps(result, indent=2).encode())
+        print(f"\nSummary written to {args.json}")
     return 0
 
 

@@ -6,7 +6,7 @@ import argparse
 from functools import partial
 from pathlib import Path
 
-from core.cli.args import MAX_SEEDS, MAX_WORKERS, eps_list, positive
+from core.cli.args import MAX_COUNT, MAX_SEEDS, MAX_WORKERS, eps_list, name_list, positive, seed_list
 from core.engine.data import DATASETS
 
 
@@ -77,7 +77,44 @@ def build_parser() -> argparse.ArgumentParser:
                     "epsilons for AutoAttack beside the findings' epsilon")
     pc.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     pc.add_argument("--data-dir", default=None, help="folder with already-downloaded datasets in torchvision's layout")
+    _executor_flags(pc)
+    pc.add_argument("--dry-run", action="store_true", help="print the units, their estimated cost and the wall time "
+                    "on --gpus GPUs, and stop: nothing is downloaded, trained or computed")
+    pc.add_argument("--gpus", type=partial(positive, most=MAX_COUNT), default=1, help="with --dry-run: the number "
+                    "of GPUs the estimate is for; default 1")
     pc.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    sw = sub.add_parser("sweep", help="train and evaluate every combination of method, training epsilon, seed and "
+                        "architecture", description="Train (or reuse) and evaluate one model per combination of "
+                        "--methods, --train-eps, --seeds and --archs (and students of each, with --students), "
+                        "through the same recipes, training loop and logits cache as everything else: clean and "
+                        "PGD logits over the epsilon grid, and AutoAttack at the findings' epsilon (robust "
+                        "accuracy). Resumable: running the same command again continues where it stopped. Prints "
+                        "a table and writes a JSON summary with every model's statistics, accuracies and intervals.")
+    sw.add_argument("--dataset", default="digits", help="dataset name; default digits")
+    sw.add_argument("--methods", type=name_list, default=["standard", "pgd-at", "trades"], help="comma-separated "
+                    "training methods: standard, pgd-at, trades, fast-at; default standard,pgd-at,trades")
+    sw.add_argument("--train-eps", type=eps_list, default=None, metavar="LIST", help="comma-separated Linf training "
+                    "epsilons in pixel units (standard models ignore them); default: the dataset's (0.2 for digits)")
+    sw.add_argument("--seeds", type=seed_list, default=[0], metavar="LIST", help="comma-separated seeds, e.g. 0,1,2; "
+                    "default 0")
+    sw.add_argument("--archs", type=name_list, default=None, metavar="LIST", help="comma-separated architectures; "
+                    "default: the dataset's")
+    sw.add_argument("--students", type=name_list, default=None, metavar="MANIPULATIONS", help="also a student of "
+                    "every model, distilled on clean inputs under each of these manipulations (none, shuffle_nonmax, "
+                    "flatten_nonmax, resample_nonmax, global_confidence, hard_labels)")
+    sw.add_argument("--eps", type=eps_list, default=None, help="comma-separated evaluation epsilons (PGD) in pixel "
+                    "units; default: the dataset's grid")
+    sw.add_argument("--steps", type=positive, default=None, help="PGD steps of the evaluation attack; default 20")
+    sw.add_argument("--reliable", choices=("fast", "standard"), default="fast", help="the AutoAttack version behind "
+                    "every robust accuracy (fast = APGD-CE + APGD-T; standard adds FAB-T and Square)")
+    sw.add_argument("--reliable-eps", type=eps_list, default=None, metavar="LIST", help="more epsilons for AutoAttack "
+                    "beside the findings' epsilon")
+    sw.add_argument("--json", type=Path, default=None, help="write the summary as JSON to this path")
+    sw.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+    sw.add_argument("--data-dir", default=None, help="folder with already-downloaded datasets in torchvision's layout")
+    _executor_flags(sw)
+    sw.add_argument("--quiet", action="store_true", help="no progress bars")
 
     b = sub.add_parser("bundle", help="pack a dataset's logits, checkpoints and lab runs into one portable file",
                        description="Write a bundle (a zip with a manifest and checksums; nothing pickled) of what the "
@@ -91,6 +128,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-maps", action="store_true", help="leave out the embedding page's precomputed UMAP maps")
     b.add_argument("--out", type=Path, required=True, help="the bundle file to write, e.g. digits-bundle.zip")
     b.add_argument("--quiet", action="store_true", help="no progress bars (repairs of the cache, maps)")
-    for own in (r, d, z, c, pc, b):
+    for own in (r, d, z, c, pc, sw, b):
         own.set_defaults(subparser=own)
     return p
+
+
+def _executor_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--executor", choices=("local", "ray"), default="local", help="where the units run: local (in "
+                   "this process, one after another; the default) or ray (Ray tasks on a local Ray started here, or "
+                   "on the cluster --ray-address names)")
+    p.add_argument("--ray-address", default=None, metavar="ADDRESS", help="with --executor ray: join this Ray cluster "
+                   "(e.g. auto on a cluster node, or ray://HEAD:10001) instead of starting a local Ray")
+    p.add_argument("--no-shared-fs", action="store_true", help="with --executor ray: the workers do not see this "
+                   "cache; each task gets the checkpoints it needs and returns its tensors, and this process writes "
+                   "them into the cache")
+    p.add_argument("--threads", type=partial(positive, most=MAX_WORKERS), default=None, help="CPU threads per unit "
+                   "(Ray: CPUs each task reserves); default: every core for local, 1 for ray on a CPU. Results are "
+                   "bit-identical between executors at the same --threads")

@@ -11,7 +11,7 @@ from typing import Sequence
 
 from core.study.findings import Finding, format_findings
 
-__all__ = ["eps_label", "format_report"]
+__all__ = ["eps_label", "format_report", "format_sweep"]
 
 
 def eps_label(eps: float) -> str:
@@ -99,3 +99,32 @@ def format_report(report: dict) -> str:
     lines = format_findings(_findings(report))
     out += lines or ["  none: their models are not in this study"]
     return "\n".join(out)
+
+
+def _maybe(d: dict, fmt: str = ".3f") -> str:
+    return "not cached" if d.get("estimate") is None else _iv(d, fmt)
+
+
+def format_sweep(summary: dict) -> str:
+    """A sweep's summary (`core.study.sweep_run.summary`) as a table, the attacks named, then the trends."""
+    at = summary["findings_eps"]
+    label = None if at is None else eps_label(at)
+    lines = [f"{summary['dataset']}: {len(summary['models'])} models; clean and PGD on the evaluation split, "
+             f"{summary['pgd_attack'].split(' at ')[0]}; robust accuracy at eps {label}: "
+             f"{summary['reliable_attack'] or 'PGD (an upper bound)'}. Intervals: "
+             f"{summary['interval_level']:.0%} over test images.", ""]
+    header = f"{'model':34s} {'clean accuracy':22s} {'robust accuracy':22s} {'mean max logit':22s} mean logit gap"
+    lines += [header, "-" * len(header)]
+    for m in summary["models"]:
+        robust = m["robust"].get(label, {})
+        mark = "" if robust.get("reliable", True) else " *"
+        lines.append(f"{m['name'][:34]:34s} {_maybe(m['clean_accuracy']):22s} {(_maybe(robust) + mark):22s} "
+                     f"{_maybe(m['mean_max_logit'], '.2f'):22s} {_maybe(m['mean_logit_gap'], '.2f')}")
+    if any(not m["robust"].get(label, {}).get("reliable", True) for m in summary["models"]):
+        lines.append("* PGD only (AutoAttack not cached for this model): an upper bound on robust accuracy.")
+    lines.append("")
+    for name, t in summary["trends"].items():
+        rho = "n/a" if t["spearman"] is None else f"{t['spearman']:+.2f}"
+        iv = "" if t["interval"][0] is None else f" [{t['interval'][0]:+.2f}, {t['interval'][1]:+.2f}]"
+        lines.append(f"{name.replace('_', ' ')} vs robust accuracy at eps {label}: Spearman {rho}{iv}; {t['verdict']}")
+    return "\n".join(lines)
