@@ -18,7 +18,7 @@ CHROMIUM = os.environ.get("LOGITSCOPE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 # URL path of each st.Page in app.py ("" is the default page), and the text that shows it rendered.
 PAGES = {"": "Logitscope", "distributions": "Logit distributions", "differences": "Confidence differences",
-         "lab": "Distillation lab", "embedding": "Embedding of the logit vectors",
+         "lab": "Distillation lab", "embedding": "Embedding of the logit vectors", "across": "Across models",
          "why": "Why adversarial training shrinks logits"}
 
 

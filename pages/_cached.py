@@ -16,7 +16,7 @@ from core.app import embedding as emb
 from core.app import jobs, lab, overview, prepare, samples, toy, views
 from core.config import cache_dir, stable_key
 from core.errors import LogitscopeError
-from core.study import evidence
+from core.study import census, evidence
 from core.study.recipes import Recipe, is_trained, load_model
 from pages import _waiting as waiting
 from pages._context import Ctx
@@ -220,3 +220,17 @@ def selection_summary(points: pd.DataFrame, models: Sequence[str] | None = None)
 
 def toy_histogram(result: toy.ToyResult, quantity: str) -> pd.DataFrame:
     return result.histogram(quantity)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _census(key: str, _recipes: dict, _sel: views.Selection, eps: float, reference: str | None) -> pd.DataFrame:
+    s = _sel
+    return census.census(_recipes, s.dataset, s.norm, s.steps, eps, reference=reference, data_dir=s.data_dir)
+
+
+def across_census(ctx: Ctx, recipes: dict[str, Recipe], eps: float, reference: str | None) -> pd.DataFrame:
+    """Every model's census row (core.study.census), cached by which of its cache entries exist."""
+    s = ctx.sel
+    state = census.state(recipes, s.dataset, s.norm, s.steps, eps, data_dir=s.data_dir)
+    key = stable_key({"ident": waiting.ident(s), "eps": eps, "ref": reference, "state": state})
+    return _census(key, recipes, s, eps, reference)

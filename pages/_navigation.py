@@ -22,6 +22,7 @@ PAGES = (  # (file, title, icon, URL path); the first is the default page, serve
     ("differences.py", "Confidence differences", ":material/compare:", "differences"),
     ("lab.py", "Distillation lab", ":material/science:", "lab"),
     ("embedding.py", "Embedding", ":material/scatter_plot:", "embedding"),
+    ("across.py", "Across models", ":material/query_stats:", "across"),
     ("why.py", "Why AT shrinks logits", ":material/lightbulb:", "why"),
 )
 

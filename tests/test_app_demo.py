@@ -24,7 +24,7 @@ from core.app.palette import display_name
 from core.engine import data as core_data
 from core.errors import LogitscopeError
 
-PAGES = ["overview", "distributions", "differences", "lab", "embedding", "why"]
+PAGES = ["overview", "distributions", "differences", "lab", "embedding", "across", "why"]
 
 
 def _sha(path: Path) -> str:
@@ -183,7 +183,7 @@ sys.meta_path.insert(0, Block())
 from streamlit.testing.v1 import AppTest
 at = AppTest.from_file(sys.argv[1], default_timeout=240).run()
 errors = [e.message for e in at.exception] + [e.body for e in at.error]
-for page in ["distributions", "differences", "lab", "embedding", "why"]:
+for page in ["distributions", "differences", "lab", "embedding", "across", "why"]:
     at.switch_page(f"../pages/{page}.py").run()
     errors += [f"{page}: {e.message}" for e in at.exception] + [f"{page}: {e.body}" for e in at.error]
 print(errors)

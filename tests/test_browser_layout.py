@@ -29,6 +29,8 @@ VIEWS = {  # name -> (URL path and query, the title that shows it rendered)
     "lab": ("lab", PAGES["lab"]),
     "embedding": ("embedding?ecolor=model", PAGES["embedding"]),
     "why": ("why", PAGES["why"]),
+    "across": ("across", "Across models"),
+    "across-by-source": ("across?by=source&x=mean_logit_gap&pick=pgd-at", "Across models"),
 }
 MAX_HEIGHT = 9000  # px: a page taller than this at a phone's width is a page nobody scrolls through
 

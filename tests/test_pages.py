@@ -19,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 from core.app import jobs
 from core.app.palette import display_name
 
-PAGES = ["overview", "distributions", "differences", "lab", "embedding", "why"]
+PAGES = ["overview", "distributions", "differences", "lab", "embedding", "across", "why"]
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,8 @@
   what a page needs);
 - `views` (the sidebar's selection and the frames of the distributions and differences pages),
   `samples` (images and adversarial examples), `overview`, `embedding` (UMAP maps), `lab` (live
-  distillation runs, with replicates; `lab_table` keeps their run table), `charts` (Altair charts),
+  distillation runs, with replicates; `lab_table` keeps their run table), `across` (the "Across
+  models" page), `charts` (Altair charts),
   `toy` (the two-dimensional "why" model);
 - portable, checksummed bundles: `bundle` (writing one: choosing, repairing, packing), `bundle_pack`
   (the packer: exactly the bytes that passed their checks), `bundle_check` (the format, its limits,

@@ -26,17 +26,40 @@ MANIPULATION_NAMES = {"none": "untouched", "shuffle_nonmax": "non-max shuffled",
                       "hard_labels": "hard labels"}
 
 
+SWEPT = re.compile(r"(standard|pgd-at|trades|fast-at)(?:-eps([0-9.e+-]+?))?-s(\d+)(?:-(\w+))?")  # core.study.sweep's
+SWEPT_METHODS = {**METHODS, "fast-at": "Fast-AT"}
+
+
+def _swept_parts(name: str) -> tuple[str, str] | None:
+    """("PGD-AT", "eps 0.1, seed 1") of a swept model's name ("pgd-at-eps0.1-s1"); None if it is not one."""
+    m = SWEPT.fullmatch(name)
+    if m is None or (m.group(1) == "standard") != (m.group(2) is None):
+        return None
+    settings = ([f"eps {m.group(2)}"] if m.group(2) else []) + [f"seed {m.group(3)}"] + \
+        ([m.group(4)] if m.group(4) else [])
+    return SWEPT_METHODS[m.group(1)], ", ".join(settings)
+
+
+def _swept(name: str) -> str | None:
+    """A swept model's name for people: "pgd-at-eps0.1-s1" -> "PGD-AT (eps 0.1, seed 1)"; None if not one."""
+    parts = _swept_parts(name)
+    return None if parts is None else f"{parts[0]} ({parts[1]})"
+
+
 def _teacher(name: str) -> str:
-    return METHODS.get(name, name)
+    return METHODS.get(name) or _swept(name) or name
 
 
 def display_name(name: str) -> str:
     """A model's name for people: 'PGD-AT', 'Student of PGD-AT (non-max shuffled)', 'Lab: student of ...'.
 
+    Swept models (`core.study.sweep`): 'PGD-AT (eps 0.1, seed 1)', 'Student of PGD-AT (eps 0.1, seed 1; untouched)'.
     Names the app does not know (zoo models, own names) are shown as they are.
     """
     if name in METHODS or name in OTHERS:
         return METHODS.get(name) or OTHERS[name]
+    if (swept := _swept(name)) is not None:
+        return swept
     head, _, rest = name.partition(" ")
     settings = re.match(r"((?:[\w.-]+=\S+(?: |$))*)(.*)", rest)  # "T=2 epochs=5", then any other text
     extra = "".join(f", {t}" for t in settings.group(1).split()) + (f" {settings.group(2)}" if settings.group(2) else "")
@@ -44,10 +67,13 @@ def display_name(name: str) -> str:
     teacher, _, manipulation = rest.partition(":")
     if kind not in ("student", "lab") or not teacher or not manipulation:
         return name
+    how, swept = MANIPULATION_NAMES.get(manipulation, manipulation), _swept_parts(teacher)
     if manipulation == "hard_labels":
-        what = "student on hard labels"
+        what = "student on hard labels" + (f" (teacher {swept[0]}, {swept[1]})" if swept else "")
+    elif swept:  # "PGD-AT (eps 0.1, seed 1; untouched)": the manipulation joins the teacher's brackets
+        what = f"student of {swept[0]} ({swept[1]}; {how})"
     else:
-        what = f"student of {_teacher(teacher)} ({MANIPULATION_NAMES.get(manipulation, manipulation)})"
+        what = f"student of {_teacher(teacher)} ({how})"
     return ("Lab: " + what if kind == "lab" else what[0].upper() + what[1:]) + extra
 
 
