@@ -35,6 +35,8 @@ def _run(args: list[str], cache: Path, timeout: float = 600) -> subprocess.Compl
     (["--no-shared-fs"], "--ray-address and --no-shared-fs need --executor ray"),
     (["--ray-address", "auto"], "--ray-address and --no-shared-fs need --executor ray"),
     (["--threads", "0"], "--threads"),
+    (["--executor", "ray", "--ray-address", "head-node"], "--ray-address 'head-node' is not HOST:PORT"),
+    (["--executor", "ray", "--ray-address", "ray://head:99999"], "is not HOST:PORT"),
     (["--executor", "spark"], "invalid choice: 'spark'"),
 ])
 def test_a_bad_sweep_exits_2_with_what_to_do_before_any_work(args, message, capsys, isolated_cache):
@@ -58,6 +60,14 @@ def test_precompute_with_ray_missing_says_how_to_install_it(monkeypatch, capsys)
     code = main(["precompute", "--models", "standard", "--eps", "0.1", "--executor", "ray", "--quiet"])
     assert code == 1
     assert "--executor ray needs Ray" in capsys.readouterr().err
+
+
+def test_a_ray_address_where_nothing_answers_fails_at_once_with_what_to_do(capsys):
+    pytest.importorskip("ray")
+    code = main(["precompute", "--models", "standard", "--eps", "0.1", "--executor", "ray", "--ray-address",
+                 "127.0.0.1:9", "--quiet"])  # the discard port: nothing listens there
+    assert code == 1
+    assert "Nothing answers at --ray-address 127.0.0.1:9" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -89,8 +89,15 @@ def cmd_cache(args, parser) -> int:
 
 def check_executor_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """Usage errors of --executor, --ray-address and --no-shared-fs, before any work."""
+    from core.study.executors import address_parts
+
     if args.executor != "ray" and (args.ray_address is not None or args.no_shared_fs):
         parser.error("--ray-address and --no-shared-fs need --executor ray")
+    if args.ray_address not in (None, "auto"):
+        try:
+            address_parts(args.ray_address)
+        except LogitscopeError as exc:
+            parser.error(str(exc))
 
 
 def make_executor(args: argparse.Namespace):

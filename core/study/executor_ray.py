@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -38,7 +39,16 @@ from ray.exceptions import GetTimeoutError, RayError, RayTaskError, TaskCancelle
 import core
 from core.config import cache_dir
 from core.errors import Cancelled, LogitscopeError
-from core.study.executors import NOT_SHIPPED, Task, cache_at, call_unit, collect_files, read_files, write_files
+from core.study.executors import (
+    NOT_SHIPPED,
+    Task,
+    address_parts,
+    cache_at,
+    call_unit,
+    collect_files,
+    read_files,
+    write_files,
+)
 from core.study.parallel import UnitProgress
 
 log = logging.getLogger(__name__)
@@ -46,6 +56,7 @@ log = logging.getLogger(__name__)
 MAX_RETRIES = 3        # attempts after a lost worker; an exception in the task itself is not retried
 POLL_SECONDS = 0.25    # how often the driver collects progress and checks for Ctrl-C
 REPORT_SECONDS = 0.5   # how often a task sends its progress to the driver
+ADDRESS_TIMEOUT = 5.0  # seconds to reach --ray-address before saying it does not answer
 GRACE_SECONDS = 5.0    # after a cancel: time for interrupted tasks to unwind before they are killed
 PROJECT_ROOT = str(Path(core.__file__).resolve().parent.parent)
 
@@ -106,6 +117,23 @@ def _run(fn: Callable[..., Any], args: tuple, index: int, threads: int, cache: s
         return result, files, attempt
 
 
+def check_address(address: str, timeout: float = ADDRESS_TIMEOUT) -> None:
+    """Raise LogitscopeError unless something accepts connections at a "host:port" or "ray://host:port" address.
+
+    Ray itself retries an unreachable address for minutes; a typo should fail at once, with what to do.
+    "auto" (a cluster started on this node) is left to Ray.
+    """
+    if address == "auto":
+        return
+    host, port = address_parts(address)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        raise LogitscopeError(f"Nothing answers at --ray-address {address} ({exc.strerror or exc}): start the "
+                              "cluster there with `ray start --head`, or check the address; --executor local needs "
+                              "no cluster.") from exc
+
+
 def init(address: str | None = None, num_cpus: int | None = None) -> None:
     """`ray.init` as Logitscope needs it: no dashboard, quiet, and workers that import this checkout.
 
@@ -136,6 +164,8 @@ class RayExecutor:
         if ray.is_initialized():
             return 0.0
         t0 = time.perf_counter()
+        if self.address is not None:
+            check_address(self.address)
         try:
             init(self.address, self.num_cpus)
         except (ConnectionError, RuntimeError, ValueError) as exc:

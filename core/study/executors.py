@@ -138,3 +138,12 @@ def write_files(files: dict[str, bytes], root: Path | None = None) -> int:
             atomic_write(path, data)
             written += 1
     return written
+
+
+def address_parts(address: str) -> tuple[str, int]:
+    """(host, port) of a Ray address "HOST:PORT" or "ray://HOST:PORT"; LogitscopeError with the forms it takes."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise LogitscopeError(f"--ray-address {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379, the head node's "
+                              "address that `ray start --head` prints), ray://HOST:10001 or auto.")
+    return host, int(port)
