@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from bench import app_cases, study_cases
+from bench import app_cases, study_cases, sweep_cases
 from bench.common import Result, judge, median_time, ratio_row, workspace
 from bench.reference import reference_epoch, reference_pgd
 from core.config import AttackSpec
@@ -160,6 +160,7 @@ CASES: dict[str, Callable[[bool], list[Result]]] = {
     "warm_start_seconds": app_cases.warm_start_seconds,
     "app_findings_seconds": app_cases.app_findings_seconds,
     "demo_peak_rss_mb": app_cases.demo_peak_rss,
+    "sweep_ray_overhead": sweep_cases.sweep_ray_overhead,
 }
 # Cases `--quick` leaves out (name one with --only to run it anyway): each trains and runs AutoAttack on ten or more
 # digits models, a minute and a half or more of a quiet 2-core machine, which CI's quick suite cannot spare.

@@ -165,7 +165,7 @@ def cmd_precompute(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         else:
             out, executor = run_on_executor(args, lambda ex: fanout.run(ex, args.dataset, recipes, **kw))
     except (Cancelled, KeyboardInterrupt):
-        print("interrupted: every finished model and unit of logits is in the cache; run the same command again to "
+        print("\ninterrupted: every finished model and unit of logits is in the cache; run the same command again to "
               "resume where it stopped.", file=sys.stderr)
         return 130
     report_retries(executor)
@@ -208,7 +208,7 @@ def cmd_sweep(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             grid, ex, args.eps, args.steps, str(device), args.data_dir, progress_bar(args.quiet),
             reliable=args.reliable, reliable_eps=args.reliable_eps))
     except (Cancelled, KeyboardInterrupt):
-        print("interrupted: every finished model and unit of logits is in the cache; run the same command again to "
+        print("\ninterrupted: every finished model and unit of logits is in the cache; run the same command again to "
               "resume where it stopped.", file=sys.stderr)
         return 130
     report_retries(executor)
