@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from core.engine.logits import entry_ok
 from core.study import fanout
 from core.study.executors import LocalExecutor
 from core.study.hyper import eval_attack, eval_data
+from core.study.precompute import precompute
 from core.study.recipes import Recipe, is_trained, student_recipe
 from core.study.sweep import SweepGrid, sweep_recipes
 
@@ -147,3 +149,20 @@ def test_ctrl_c_stops_a_ray_sweep_with_exit_130_and_the_same_command_resumes(tmp
     assert len(result["trained"]) == 3 - len(finished)  # the finished ones were reused
     assert all(m["robust"]["0.1"]["reliable"] and m["robust"]["0.1"]["estimate"] is not None for m in result["models"])
     assert "standard-s2" in out
+
+
+def test_chunks_computed_without_a_shared_filesystem_are_joined_by_the_driver(ray_cluster, tmp_path, monkeypatch):
+    """360 test images in chunks of 128: three tasks per epsilon, each returning its part; the driver joins them
+    into the entry a single pass writes (`precompute` in this process, on the same trained model)."""
+    recipe = tiny_sweep()[0]
+    monkeypatch.setenv("LOGITSCOPE_CACHE", str(tmp_path / "one-pass"))
+    precompute("digits", [recipe], eps=[0.1], steps=5)
+    trained = tmp_path / "one-pass" / "models"
+    monkeypatch.setenv("LOGITSCOPE_CACHE", str(tmp_path / "chunked"))
+    shutil.copytree(trained, tmp_path / "chunked" / "models")
+    out = fanout.run(RayExecutor(threads=1, shared_fs=False), "digits", [recipe], eps=[0.1], steps=5, chunk_images=100)
+    assert len(out.computed) == 2 * 3 and not out.trained  # (clean, 0.1) x 3 chunks
+    assert not (tmp_path / "chunked" / "precompute").exists()  # the parts are gone once joined
+    one, chunked = entries(tmp_path / "one-pass"), entries(tmp_path / "chunked")
+    assert {k: v for k, v in one.items() if k.startswith("logits/")} == \
+        {k: v for k, v in chunked.items() if k.startswith("logits/")}
