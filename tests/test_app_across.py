@@ -145,3 +145,14 @@ def test_the_chart_has_error_bars_a_trend_a_click_selection_and_titled_tooltips(
     assert [layer["mark"]["type"] for layer in by_method["layer"]] == ["rule", "rule", "point"]
     colors = by_method["layer"][2]["encoding"]["color"]["scale"]["range"]
     assert colors[:2] == list(charts_across.METHOD_COLORS.values())[:2]
+
+
+@pytest.mark.parametrize("keep", [1, 2])
+def test_the_chart_draws_one_or_two_models_with_a_single_training_eps(keep):
+    """The first minutes of a fresh cache: only the standard model (one size) has both numbers."""
+    frame = census_frame()
+    frame["train_eps"] = 0.0
+    pts = across.points(frame, "mean_max_logit").iloc[:keep]
+    line = across.trend_line(C.trend(pts, "x", "y"), pts)
+    spec = charts_across.across_chart(pts, line, "mean max logit", across.y_label(pts, 0.1), "method").to_dict()
+    assert any(layer["mark"]["type"] == "point" for layer in spec["layer"] if isinstance(layer["mark"], dict))

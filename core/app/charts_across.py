@@ -62,7 +62,7 @@ def across_chart(points: pd.DataFrame, line: pd.DataFrame, x_title: str | list[s
     x_bars = base.mark_rule(opacity=0.6).encode(x=alt.X("x_lo:Q"), x2="x_hi:Q", y=y, color=color)
     sizes = sorted(set(points["size_eps"].round(6)))
     size = alt.Size("size_eps:Q", title="training eps", scale=alt.Scale(range=[90, 420], zero=True),
-                    legend=alt.Legend(**LEGEND, values=sizes[:8] if len(sizes) > 1 else None))
+                    legend=alt.Legend(**LEGEND, **({"values": sizes[:8]} if len(sizes) > 1 else {})))
     stroke = alt.Stroke(f"{color_by}:N", scale=scale, legend=None)
     open_ = alt.condition("indexof(datum.attack, 'upper bound') >= 0", alt.value(0.0), alt.value(0.85))
     dots = base.mark_point(filled=True, strokeWidth=2).encode(
