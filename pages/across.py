@@ -72,6 +72,10 @@ with ui.guard():
                   help="Rank correlation of x and robust accuracy over the plotted models, with its 95% bootstrap "
                        "interval (models resampled).")
         (m2.success if t.resolved else m2.warning)(across.trend_sentence(t, x))
+        if t.n >= 3:
+            st.caption("The interval resamples models as if each were drawn independently. Seeds of one recipe and "
+                       "students of one teacher are not, so it is narrower than it should be: read a verdict near "
+                       "the edge as not resolved.")
         pick = state.value("pick", NONE, state.choice([NONE, *pts["name"]]))
         st.altair_chart(across_chart(pts, across.trend_line(t, pts), x_title, y_title, color_by,
                                      picked=pick or None),
