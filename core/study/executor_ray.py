@@ -161,11 +161,11 @@ class RayExecutor:
 
     def start(self) -> float:
         """Start (or join) Ray unless this process is connected already; the seconds it took."""
+        if self.address is not None:
+            check_address(self.address)
         if ray.is_initialized():
             return 0.0
         t0 = time.perf_counter()
-        if self.address is not None:
-            check_address(self.address)
         try:
             init(self.address, self.num_cpus)
         except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -191,19 +191,21 @@ class RayExecutor:
         results: list[Any] = [None] * n
         finished: set[int] = set()
         running: dict[Any, int] = {}
+        submitted: set[int] = set()
         board = self.board = Board.remote()
         cache = str(cache_dir())
         seen: dict[int, tuple[str, float]] = {}
         try:
             while len(finished) < n:
                 for i, t in enumerate(tasks):
-                    if i not in finished and i not in running.values() and set(t.after) <= finished:
+                    if i not in submitted and set(t.after) <= finished:
                         needs = {} if self.shared_fs else read_files(t.needs)
                         options = {"num_cpus": self.threads, "num_gpus": 1 if t.gpu else 0,
                                    "max_retries": self.max_retries, "retry_exceptions": False}
                         ref = _run.options(**options).remote(t.fn, t.args, i, self.threads, cache, self.shared_fs,
                                                               board, needs)
                         running[ref] = i
+                        submitted.add(i)
                 if not running:
                     raise ValueError("the tasks wait on each other: their `after` lists form a cycle")
                 done, _ = ray.wait(list(running), num_returns=1, timeout=POLL_SECONDS)

@@ -24,7 +24,6 @@ import torch
 from core.config import cache_dir
 from core.engine import logits as cache
 from core.engine.data import load_dataset
-from core.errors import Cancelled
 from core.study.executors import Executor, Task
 from core.study.precompute import Outcome, Progress, Setting, evaluate, setting, unit_done, units_of
 from core.study.recipes import Recipe, checkpoint_path, ensure_model, is_trained, remember_zoo
@@ -79,9 +78,8 @@ def tasks(s: Setting, recipes: Sequence[Recipe], units: Sequence[Unit], pending:
         whole = tuple(u for u in mine if u.kind == "pgd" and u.chunks == 1)
         groups = ([whole] if whole else []) + [(u,) for u in mine if u.kind != "pgd" or u.chunks > 1]
         for group in groups:
-            label = f"evaluate {r.name}: " + ("; ".join(u.describe().partition(": ")[2] or u.describe()
-                                                        for u in group) if len(group) == 1
-                                              else f"eps {', '.join(f'{u.eps:g}' for u in group)}")
+            label = "evaluate " + (group[0].describe() if len(group) == 1
+                                   else f"{r.name} at eps {', '.join(f'{u.eps:g}' for u in group)}")
             out.append(Task(label, evaluate_task, (s, r, group, device), after, _checkpoint(r), gpu))
             what.append((r, group))
     return out, what
@@ -107,8 +105,8 @@ def run(executor: Executor, dataset: str, recipes: Sequence[Recipe], eps: Sequen
         chunk_images: int | None = None) -> Outcome:
     """Train what is missing and compute every unit not yet in the cache, on `executor`; see the module docstring.
 
-    Interrupting (Ctrl-C, or `cancel` returning True) cancels the outstanding tasks and raises
-    (KeyboardInterrupt or Cancelled); what finished is in the cache, and a re-run resumes.
+    Interrupting (Ctrl-C, or `cancel` returning True) makes the executor cancel the outstanding tasks and
+    raise (KeyboardInterrupt or Cancelled); what finished is in the cache, and a re-run resumes.
     """
     kw = {} if chunk_images is None else {"chunk_images": chunk_images}
     s = setting(dataset, eps, norm, steps, data_dir, evidence, reliable, reliable_eps, **kw)
@@ -129,8 +127,6 @@ def run(executor: Executor, dataset: str, recipes: Sequence[Recipe], eps: Sequen
         for u, now in zip(w[1], result):
             (out.computed if now else out.skipped).append(u)
     _join_chunks(s, recipes, units, device)
-    if cancel is not None and cancel():
-        raise Cancelled("cancelled; finished tasks stay in the cache.")
     for r in recipes:
         if r.zoo is not None:
             remember_zoo(*r.zoo)  # the app's model picker lists evaluated zoo models

@@ -16,6 +16,8 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import pandas as pd
+
 from core.study import census as census_mod
 from core.study import fanout
 from core.study.executors import Executor
@@ -75,7 +77,7 @@ def summary(dataset: str, recipes: Sequence[Recipe], outcome: Outcome, steps: in
     for _, row in base.iterrows():
         r = named[row["name"]]
         entry = {"name": row["name"], "key": row["key"], "method": row["method"], "train_eps": _num(row["train_eps"]),
-                 "seed": None if row["seed"] is None or str(row["seed"]) == "<NA>" else int(row["seed"]),
+                 "seed": None if pd.isna(row["seed"]) else int(row["seed"]),
                  "arch": row["arch"], "teacher": r.teacher.name if r.teacher else None,
                  "manipulation": r.manipulation, "clean_accuracy": _estimate(row, "clean_accuracy")}
         entry.update({s: _estimate(row, s) for s in STATISTICS})
