@@ -70,12 +70,13 @@ with ui.guard():
         m1, m2 = st.columns([1, 3])
         m1.metric("Spearman across models", f"{t.spearman:+.2f}" if t.n >= 2 else "n/a",
                   help="Rank correlation of x and robust accuracy over the plotted models, with its 95% bootstrap "
-                       "interval (models resampled).")
+                       "interval (recipes resampled: the seeds of one recipe are drawn together).")
         (m2.success if t.resolved else m2.warning)(across.trend_sentence(t, x))
         if t.n >= 3:
-            st.caption("The interval resamples models as if each were drawn independently. Seeds of one recipe and "
-                       "students of one teacher are not, so it is narrower than it should be: read a verdict near "
-                       "the edge as not resolved.")
+            st.caption("The interval resamples recipes, the seeds of one recipe together: they are not independent "
+                       "draws. Students of one teacher under different manipulations are resampled as separate "
+                       "recipes, though they share their teacher, so a verdict near the edge is best read as not "
+                       "resolved.")
         pick = state.value("pick", NONE, state.choice([NONE, *pts["name"]]))
         st.altair_chart(across_chart(pts, across.trend_line(t, pts), x_title, y_title, color_by,
                                      picked=pick or None),

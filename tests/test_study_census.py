@@ -189,3 +189,21 @@ def test_two_models_make_no_interval_and_missing_values_are_left_out():
     assert t.n == 2 and math.isnan(t.lo) and not t.resolved and t.verdict == "not resolved with 2 models"
     assert t.slope == pytest.approx(0.1)
     assert C.trend(frame_of([], []), "x", "y").verdict == "not resolved with 0 models"
+
+
+def test_the_seeds_of_one_recipe_are_resampled_together():
+    assert C.recipe_group("pgd-at-eps0.1-s12") == "pgd-at-eps0.1"
+    assert C.recipe_group("student:pgd-at-eps0.1-s2:none") == "student:pgd-at-eps0.1:none"
+    assert C.recipe_group("trades-eps0.2-s0-small_cnn") == "trades-eps0.2-small_cnn"
+    assert C.recipe_group("pgd-at") == "pgd-at" and C.recipe_group("rb:Wong2020Fast") == "rb:Wong2020Fast"
+    # 3 recipes x 4 seeds, each recipe's seeds at one point: 12 models, but only 3 independent ones
+    xs = np.repeat([1.0, 2.0, 3.0], 4) + np.tile([0.0, 0.01, 0.02, 0.03], 3)
+    ys = np.repeat([0.3, 0.5, 0.4], 4) + np.tile([0.0, 0.001, 0.002, 0.003], 3)
+    names = [f"{m}-eps0.1-s{s}" for m in ("pgd-at", "trades", "fast-at") for s in range(4)]
+    frame = frame_of(xs, ys).assign(name=names)
+    grouped, alone = C.trend(frame, "x", "y", n_boot=500), C.trend(frame_of(xs, ys), "x", "y", n_boot=500)
+    assert grouped.spearman == pytest.approx(alone.spearman) and (grouped.n, grouped.groups) == (12, 3)
+    assert grouped.hi - grouped.lo > alone.hi - alone.lo  # three independent draws, not twelve
+    assert "(3 recipes, seeds resampled together)" in grouped.verdict and not grouped.resolved
+    few = C.trend(frame.iloc[:8], "x", "y", n_boot=200)  # two recipes: no interval
+    assert few.groups == 2 and math.isnan(few.lo)

@@ -98,17 +98,20 @@ def trend_line(t: Trend, pts: pd.DataFrame) -> pd.DataFrame:
 
 
 def trend_sentence(t: Trend, x: str) -> str:
-    """What the trend says, plainly: rho with its interval over models, and whether that is resolved."""
+    """What the trend says, plainly: rho with its interval over recipes, and whether that is resolved."""
     what = STATISTICS[x].split(" (")[0]
-    if t.n < 3:
-        return (f"Not resolved with {t.n} model{'' if t.n == 1 else 's'}: a trend across models needs at least "
-                "three with both numbers.")
-    rho = f"Spearman's rho {t.spearman:+.2f} [{t.lo:+.2f}, {t.hi:+.2f}] ({t.level:.0%} interval, models resampled)"
+    groups = t.n if t.groups is None else t.groups
+    among = "" if groups >= t.n else f" of {groups} recipe{'' if groups == 1 else 's'}"
+    if t.n < 3 or groups < 3:
+        return (f"Not resolved with {t.n} model{'' if t.n == 1 else 's'}{among}: a trend across models needs at least "
+                "three recipes with both numbers.")
+    how = "models resampled" if groups >= t.n else "recipes resampled, the seeds of one recipe together"
+    rho = f"Spearman's rho {t.spearman:+.2f} [{t.lo:+.2f}, {t.hi:+.2f}] ({t.level:.0%} interval, {how})"
     if t.resolved:
         side = "higher" if t.lo > 0 else "lower"
-        return (f"Resolved across {t.n} models: a higher {what} goes with {side} robust accuracy; {rho} "
+        return (f"Resolved across {t.n} models{among}: a higher {what} goes with {side} robust accuracy; {rho} "
                 "excludes 0.")
-    return f"Not resolved with {t.n} models: {rho} includes 0, so these models do not say which way it goes."
+    return f"Not resolved with {t.n} models{among}: {rho} includes 0, so these models do not say which way it goes."
 
 
 def command(recipe: Recipe, dataset: str, source: str) -> str:

@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -64,9 +65,10 @@ class Trend:
     slope: float           # least squares y = slope * x + intercept (NaN with fewer than 2 distinct x)
     intercept: float
     spearman: float        # rank correlation across models
-    lo: float              # its bootstrap interval over models (models resampled with replacement)
+    lo: float              # its bootstrap interval (recipes resampled with replacement, their seeds together)
     hi: float
     level: float = LEVEL
+    groups: int | None = None  # recipes among the models (seeds of one recipe count once); None: as many as models
 
     @property
     def resolved(self) -> bool:
@@ -77,6 +79,8 @@ class Trend:
     def verdict(self) -> str:
         """'resolved: ...' when the interval excludes 0, else 'not resolved with N models' (said plainly)."""
         models = f"{self.n} model{'' if self.n == 1 else 's'}"
+        if self.groups is not None and self.groups < self.n:
+            models += f" ({self.groups} recipe{'' if self.groups == 1 else 's'}, seeds resampled together)"
         if self.resolved:
             side = "higher" if self.lo > 0 else "lower"
             return f"resolved: across {models}, a higher value goes with {side} robust accuracy"
@@ -238,17 +242,49 @@ def census(recipes: Mapping[str, Recipe], dataset: str, norm: str = "linf", step
     return out
 
 
+def recipe_group(name: str) -> str:
+    """Models that differ only in their seed share a group: the name without its seed part.
+
+    "pgd-at-eps0.1-s1" -> "pgd-at-eps0.1", "student:pgd-at-eps0.1-s2:none" -> "student:pgd-at-eps0.1:none";
+    default-study, lab and zoo names have no seed part and are groups of their own.
+    """
+    return re.sub(r"-s\d+(?=$|-|:)", "", name)
+
+
+def _cluster_spearman(xs: np.ndarray, ys: np.ndarray, groups: Sequence[str], n_boot: int, level: float,
+                      seed: int) -> tuple[float, float]:
+    """Spearman's rho's bootstrap interval with whole groups resampled (with replacement), their models together."""
+    members = [np.flatnonzero(np.asarray(groups) == g) for g in dict.fromkeys(groups)]
+    rng = np.random.default_rng(seed)
+    reps = np.empty(n_boot)
+    for b in range(n_boot):
+        idx = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+        reps[b] = stats.spearman(xs[idx][None], ys[idx][None])[0] if np.ptp(xs[idx]) and np.ptp(ys[idx]) else np.nan
+    tail = (1 - level) / 2
+    ok = reps[~np.isnan(reps)]
+    return (float(np.quantile(ok, tail)), float(np.quantile(ok, 1 - tail))) if len(ok) else (math.nan, math.nan)
+
+
 def trend(frame: pd.DataFrame, x: str, y: str = "robust_accuracy", n_boot: int = N_BOOT, level: float = LEVEL,
           seed: int = 0) -> Trend:
-    """Least squares and Spearman's rho of y on x across the rows with both, the models resampled for its interval."""
-    both = frame[[x, y]].astype(float).dropna()
-    xs, ys = both[x].to_numpy(), both[y].to_numpy()
-    n = len(both)
+    """Least squares and Spearman's rho of y on x across the rows with both, with rho's bootstrap interval.
+
+    The bootstrap resamples recipes, not models: the seeds of one recipe (`recipe_group` of the "name"
+    column) are drawn together, since they are not independent draws of a model. Without a "name"
+    column every row is its own group (the models resampled).
+    """
+    cols = [x, y]
+    both = frame[cols].astype(float)
+    keep = both.notna().all(axis=1).to_numpy()
+    xs, ys = both[x].to_numpy()[keep], both[y].to_numpy()[keep]
+    names = frame["name"].astype(str).to_numpy()[keep] if "name" in frame else np.arange(len(xs)).astype(str)
+    groups = [recipe_group(n) for n in names]
+    n, g = len(xs), len(set(groups))
     slope = intercept = math.nan
     if n >= 2 and np.ptp(xs) > 0:
         slope, intercept = (float(v) for v in np.polyfit(xs, ys, 1))
-    if n < 3:
-        rho = float(stats.spearman(xs[None], ys[None])[0]) if n == 2 else math.nan
-        return Trend(n, slope, intercept, rho, math.nan, math.nan, level)
-    iv = stats.paired_statistic([xs], [ys], stats.spearman, n_boot, level, seed)
-    return Trend(n, slope, intercept, iv.estimate, iv.lo, iv.hi, level)
+    rho = float(stats.spearman(xs[None], ys[None])[0]) if n >= 2 else math.nan
+    if n < 3 or g < 3:
+        return Trend(n, slope, intercept, rho, math.nan, math.nan, level, g)
+    lo, hi = _cluster_spearman(xs, ys, groups, n_boot, level, seed)
+    return Trend(n, slope, intercept, rho, lo, hi, level, g)

@@ -66,7 +66,7 @@ def summary(dataset: str, recipes: Sequence[Recipe], outcome: Outcome, steps: in
     Robust accuracy at each epsilon of the grid comes from AutoAttack where it was computed (the findings'
     epsilon, `reliable_eps`), else from PGD and is marked as an upper bound (`attack` says which).
     Trends: Spearman's rho across the models between each statistic and robust accuracy at the findings'
-    epsilon, with its interval over models and whether it is resolved.
+    epsilon, with its interval (recipes resampled, the seeds of one recipe together) and whether it is resolved.
     """
     named = {r.name: r for r in recipes}
     grid = [e for e in outcome.grid if e > 0]
@@ -90,7 +90,7 @@ def summary(dataset: str, recipes: Sequence[Recipe], outcome: Outcome, steps: in
     trends = {}
     for s in STATISTICS:
         t = census_mod.trend(base[base["plotted"]], s)
-        trends[s] = {"models": t.n, "spearman": _num(t.spearman), "interval": [_num(t.lo), _num(t.hi)],
+        trends[s] = {"models": t.n, "recipes": t.groups, "spearman": _num(t.spearman), "interval": [_num(t.lo), _num(t.hi)],
                      "verdict": t.verdict, "robust_accuracy_at": finding}
     return {"dataset": dataset, "pgd_attack": outcome.attack.describe(), "eps": grid, "findings_eps": finding,
             "reliable_attack": outcome.evidence.describe() if outcome.evidence is not None else None,
