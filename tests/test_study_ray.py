@@ -23,7 +23,7 @@ from core.errors import LogitscopeError
 from core.study import fanout
 from core.study.executors import LocalExecutor, Task
 from core.study.hyper import eval_attack, eval_data
-from core.study.precompute import Setting, precompute
+from core.study.precompute import Setting, evaluate, precompute
 from core.study.recipes import Recipe, is_trained, student_recipe
 from core.study.sweep import SweepGrid, sweep_recipes
 
@@ -172,7 +172,7 @@ def test_chunks_computed_without_a_shared_filesystem_are_joined_by_the_driver(ra
 def test_an_error_in_a_ray_task_stops_the_run_with_its_own_message(ray_cluster, tmp_path, monkeypatch):
     monkeypatch.setenv("LOGITSCOPE_CACHE", str(tmp_path / "cache"))
     missing = Setting(f"npz:{tmp_path / 'missing.npz'}", (0.0,))  # a dataset file that is not there
-    task = Task("evaluate on missing data", fanout.evaluate_task, (missing, tiny_sweep()[0], (), "cpu"))
+    task = Task("evaluate on missing data", evaluate, (missing, tiny_sweep()[0], (), "cpu"))
     executor = RayExecutor(threads=1)
     with pytest.raises(LogitscopeError, match="missing.npz"):
         executor.run([task])

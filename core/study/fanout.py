@@ -38,11 +38,6 @@ def train_task(recipe: Recipe, device: str, data_dir: str | None, report: Progre
     return True
 
 
-def evaluate_task(s: Setting, recipe: Recipe, units: tuple[Unit, ...], device: str, report: Progress) -> list[bool]:
-    """`precompute.evaluate` of some units of one model: True for each unit computed now."""
-    return evaluate(s, recipe, units, device, report)
-
-
 def _checkpoint(recipe: Recipe) -> tuple[str, ...]:
     if recipe.zoo is not None:
         return ()
@@ -80,7 +75,7 @@ def tasks(s: Setting, recipes: Sequence[Recipe], units: Sequence[Unit], pending:
         for group in groups:
             label = "evaluate " + (group[0].describe() if len(group) == 1
                                    else f"{r.name} at eps {', '.join(f'{u.eps:g}' for u in group)}")
-            out.append(Task(label, evaluate_task, (s, r, group, device), after, _checkpoint(r), gpu))
+            out.append(Task(label, evaluate, (s, r, group, device), after, _checkpoint(r), gpu))
             what.append((r, group))
     return out, what
 

@@ -16,13 +16,18 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import numpy as np
 import pandas as pd
 
+from core.config import AttackSpec, DataSpec
+from core.engine import stats
 from core.study import census as census_mod
 from core.study import fanout
 from core.study.executors import Executor
+from core.study.hyper import eval_attack, eval_data
 from core.study.precompute import Outcome, Progress
 from core.study.recipes import Recipe
+from core.study.report import LEVEL, N_BOOT
 from core.study.sweep import SweepGrid, remember_sweep, sweep_recipes
 
 STATISTICS = ("mean_max_logit", "mean_logit_gap", "mean_confidence")
@@ -59,6 +64,17 @@ def _estimate(row, name: str) -> dict:
     return {"estimate": _num(row[name]), "interval": [_num(row[f"{name}_lo"]), _num(row[f"{name}_hi"])]}
 
 
+def _robust(recipe: Recipe, data: DataSpec, pgd: AttackSpec, eps: float, reliable: str) -> dict:
+    """Robust accuracy at eps with its interval over test images and the attack that made it (None: not cached)."""
+    rec, attack = census_mod.robust_entry(recipe, data, pgd, eps, reliable)
+    if rec is None:
+        return {"estimate": None, "interval": [None, None], "attack": None, "reliable": False}
+    correct = (rec.logits.argmax(1) == rec.labels).numpy().astype(np.float64)
+    iv = stats.interval([correct], np.mean, N_BOOT, LEVEL)
+    return {"estimate": iv.estimate, "interval": [iv.lo, iv.hi], "attack": census_mod.attack_text(attack),
+            "reliable": attack.reliable}
+
+
 def summary(dataset: str, recipes: Sequence[Recipe], outcome: Outcome, steps: int | None = None,
             reliable: str = "fast", data_dir: str | None = None) -> dict:
     """Every model's statistics, accuracies and intervals, read from the cache (JSON-ready).
@@ -70,9 +86,9 @@ def summary(dataset: str, recipes: Sequence[Recipe], outcome: Outcome, steps: in
     """
     named = {r.name: r for r in recipes}
     grid = [e for e in outcome.grid if e > 0]
-    frames = {e: census_mod.census(named, dataset, "linf", steps, e, reliable, data_dir=data_dir) for e in grid}
     finding = outcome.evidence.eps if outcome.evidence is not None else (grid[0] if grid else None)
-    base = frames[finding] if finding in frames else next(iter(frames.values()))
+    base = census_mod.census(named, dataset, "linf", steps, finding, reliable, data_dir=data_dir)
+    data, pgd = eval_data(dataset), eval_attack(dataset, "linf", steps)
     models = []
     for _, row in base.iterrows():
         r = named[row["name"]]
@@ -81,11 +97,7 @@ def summary(dataset: str, recipes: Sequence[Recipe], outcome: Outcome, steps: in
                  "arch": row["arch"], "teacher": r.teacher.name if r.teacher else None,
                  "manipulation": r.manipulation, "clean_accuracy": _estimate(row, "clean_accuracy")}
         entry.update({s: _estimate(row, s) for s in STATISTICS})
-        entry["robust"] = {}
-        for e, frame in frames.items():
-            other = frame[frame["key"] == row["key"]].iloc[0]
-            entry["robust"][f"{e:g}"] = {**_estimate(other, "robust_accuracy"), "attack": other["robust_attack"],
-                                         "reliable": bool(other["robust_reliable"])}
+        entry["robust"] = {f"{e:g}": _robust(r, data, pgd, e, reliable) for e in grid}
         models.append(entry)
     trends = {}
     for s in STATISTICS:
